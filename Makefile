@@ -1,0 +1,64 @@
+# agentidp: PGXS build, plus the two commands of the README.
+#
+#   make run     install what is missing, build, install, start a private
+#                cluster (.cluster/) with Redis, create a demo tenant
+#   make test    the same from nothing, then every test; stops everything
+#   make stop    stop what make run started
+#
+# SANITIZE=1 builds with -fsanitize=address,undefined; scripts/cluster.sh
+# then preloads the sanitizer runtimes into the server.
+
+EXTENSION = agentidp
+MODULE_big = agentidp
+OBJS = \
+	src/agentidp.o \
+	src/credentials.o \
+	src/jose.o \
+	src/tenants.o
+
+DATA = agentidp--0.1.sql
+DOCS =
+
+REGRESS = init tenants agents credentials roles cross_tenant
+REGRESS_OPTS = --dbname=agentidp_regression
+
+ISOLATION_SPECS = agent_name_race secret_revoke_race
+ISOLATION_SPECS_OPTS = --inputdir=test/isolation --dbname=agentidp_isolation \
+	--load-extension=agentidp
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-sign-compare -Wno-clobbered -Werror
+SHLIB_LINK = -lcrypto
+
+ifeq ($(SANITIZE),1)
+PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: run test stop deps tap isolationcheck
+
+run:
+	@scripts/run.sh
+
+test:
+	@scripts/test.sh
+
+stop:
+	@scripts/cluster.sh stop
+
+deps:
+	@scripts/deps.sh
+
+# isolation specs against the running cluster (scripts/test.sh sets PG*)
+isolationcheck:
+	$(pg_isolation_regress_installcheck) $(ISOLATION_SPECS_OPTS) $(ISOLATION_SPECS)
+
+# TAP tests: their own throwaway clusters, run as the unprivileged OS user
+tap:
+	@scripts/tap.sh

@@ -1,0 +1,759 @@
+/* agentidp--0.1.sql: tenants, agents, client credentials, roles */
+
+\echo Use "CREATE EXTENSION agentidp" to load this file. \quit
+
+/*
+ * Database roles.  Roles are cluster-wide and outlive the extension, so
+ * they are created only when missing (a second database reuses them).
+ *   agentidp_admin    manages tenants it administers and their agents
+ *   agentidp_service  what the HTTP front or PostgREST connects as: checks
+ *                     client credentials, sees no table directly
+ */
+DO $roles$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'agentidp_admin') THEN
+		CREATE ROLE agentidp_admin NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'agentidp_service') THEN
+		CREATE ROLE agentidp_service NOLOGIN;
+	END IF;
+END
+$roles$;
+
+/*
+ * Validators.  Immutable SQL so the planner can inline them; the table
+ * constraints use them, and so do the API functions, which raise a friendly
+ * error before the constraint would.  Limits are documented in
+ * docs/reference.md.
+ */
+
+-- tenant and role names: also used in URLs and cache keys
+CREATE FUNCTION agentidp._valid_slug(name text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN name OPERATOR(pg_catalog.~) '^[a-z0-9][a-z0-9._-]{0,62}$';
+COMMENT ON FUNCTION agentidp._valid_slug(text) IS
+'true when the text is a valid tenant or role name: 1 to 63 characters of a-z, 0-9, ".", "_", "-", starting with a letter or digit';
+
+CREATE FUNCTION agentidp._valid_agent_name(name text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.char_length(name) OPERATOR(pg_catalog.>=) 1
+	AND pg_catalog.char_length(name) OPERATOR(pg_catalog.<=) 128
+	AND name OPERATOR(pg_catalog.!~) '[[:cntrl:]]'
+	AND name OPERATOR(pg_catalog.=) pg_catalog.btrim(name);
+COMMENT ON FUNCTION agentidp._valid_agent_name(text) IS
+'true when the text is a valid agent name: 1 to 128 characters, no control characters, no leading or trailing white space';
+
+-- RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+CREATE FUNCTION agentidp._valid_scope(scope text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN scope OPERATOR(pg_catalog.~) '^[\x21\x23-\x5b\x5d-\x7e]{1,128}$';
+COMMENT ON FUNCTION agentidp._valid_scope(text) IS
+'true when the text is a valid scope: 1 to 128 printable ASCII characters other than space, double quote and backslash (RFC 6749 section 3.3)';
+
+CREATE FUNCTION agentidp._valid_scopes(scopes text[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.cardinality(scopes) OPERATOR(pg_catalog.<=) 100
+	AND COALESCE(pg_catalog.array_ndims(scopes), 1) OPERATOR(pg_catalog.=) 1
+	AND NOT pg_catalog.array_position(scopes, NULL) IS NOT NULL
+	AND (SELECT pg_catalog.bool_and(agentidp._valid_scope(s)) IS NOT FALSE
+		 FROM pg_catalog.unnest(scopes) AS s);
+COMMENT ON FUNCTION agentidp._valid_scopes(text[]) IS
+'true when the array is a one-dimensional list of at most 100 valid scopes without NULLs';
+
+CREATE FUNCTION agentidp._valid_issuer(issuer text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.char_length(issuer) OPERATOR(pg_catalog.<=) 255
+	AND issuer OPERATOR(pg_catalog.~) '^https?://[^/?#[:space:][:cntrl:]]+(/[^?#[:space:][:cntrl:]]*)?$'
+	AND issuer OPERATOR(pg_catalog.!~) '/$';
+COMMENT ON FUNCTION agentidp._valid_issuer(text) IS
+'true when the text is a valid issuer: an http or https URL of at most 255 characters with no query, fragment or trailing slash';
+
+CREATE FUNCTION agentidp._valid_metadata(metadata jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.jsonb_typeof(metadata) OPERATOR(pg_catalog.=) 'object'
+	AND pg_catalog.octet_length(metadata::text) OPERATOR(pg_catalog.<=) 16384;
+COMMENT ON FUNCTION agentidp._valid_metadata(jsonb) IS
+'true when the value is a JSON object of at most 16384 bytes as text';
+
+/*
+ * Tables.  Every table carries tenant_id, which leads its primary key, so
+ * that a distributed engine can shard by tenant.  Row-level security is
+ * enabled and forced on each, keyed on agentidp.admin_tenants().
+ */
+CREATE TABLE agentidp.tenants (
+	tenant_id	uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+	name		text NOT NULL CONSTRAINT tenants_name_valid CHECK (agentidp._valid_slug(name)),
+	issuer		text NOT NULL CONSTRAINT tenants_issuer_valid CHECK (agentidp._valid_issuer(issuer)),
+	status		text NOT NULL DEFAULT 'active'
+				CONSTRAINT tenants_status_valid CHECK (status IN ('active', 'suspended')),
+	settings	jsonb NOT NULL DEFAULT '{}'
+				CONSTRAINT tenants_settings_valid CHECK (pg_catalog.jsonb_typeof(settings) OPERATOR(pg_catalog.=) 'object'),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT tenants_pkey PRIMARY KEY (tenant_id),
+	CONSTRAINT tenants_name_key UNIQUE (name),
+	CONSTRAINT tenants_issuer_key UNIQUE (issuer)
+);
+COMMENT ON TABLE agentidp.tenants IS 'tenants: each one an issuer with its own agents, keys and audit chain';
+
+-- which database roles administer which tenant; membership is inherited
+CREATE TABLE agentidp.tenant_admins (
+	tenant_id	uuid NOT NULL REFERENCES agentidp.tenants ON DELETE CASCADE,
+	member		regrole NOT NULL,
+	granted_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT tenant_admins_pkey PRIMARY KEY (tenant_id, member)
+);
+COMMENT ON TABLE agentidp.tenant_admins IS 'database roles (and their members) that administer a tenant';
+
+CREATE TABLE agentidp.agents (
+	tenant_id	uuid NOT NULL REFERENCES agentidp.tenants,
+	agent_id	uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+	-- the OAuth2 client_id: public, random, unique across tenants
+	client_id	text NOT NULL DEFAULT pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''),
+	name		text NOT NULL CONSTRAINT agents_name_valid CHECK (agentidp._valid_agent_name(name)),
+	status		text NOT NULL DEFAULT 'active'
+				CONSTRAINT agents_status_valid CHECK (status IN ('active', 'suspended', 'deleted')),
+	allowed_scopes text[] NOT NULL DEFAULT '{}'
+				CONSTRAINT agents_allowed_scopes_valid CHECK (agentidp._valid_scopes(allowed_scopes)),
+	metadata	jsonb NOT NULL DEFAULT '{}'
+				CONSTRAINT agents_metadata_valid CHECK (agentidp._valid_metadata(metadata)),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	suspended_at timestamptz,
+	deleted_at	timestamptz,
+	CONSTRAINT agents_pkey PRIMARY KEY (tenant_id, agent_id),
+	CONSTRAINT agents_agent_id_key UNIQUE (agent_id),
+	CONSTRAINT agents_client_id_key UNIQUE (client_id)
+);
+-- a deleted agent frees its name
+CREATE UNIQUE INDEX agents_tenant_name_key ON agentidp.agents (tenant_id, name)
+	WHERE status OPERATOR(pg_catalog.<>) 'deleted';
+COMMENT ON TABLE agentidp.agents IS 'AI agents: OAuth2 clients of a tenant; deleted agents are kept, with their credentials revoked';
+
+CREATE TABLE agentidp.client_secrets (
+	tenant_id	uuid NOT NULL,
+	secret_id	uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+	agent_id	uuid NOT NULL,
+	-- SHA-256 of the secret (src/credentials.c); the secret itself is never stored
+	secret_hash bytea NOT NULL
+				CONSTRAINT client_secrets_hash_length CHECK (pg_catalog.octet_length(secret_hash) OPERATOR(pg_catalog.=) 32),
+	-- last characters of the secret, to tell secrets apart in listings
+	hint		text NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	expires_at	timestamptz,
+	revoked_at	timestamptz,
+	CONSTRAINT client_secrets_pkey PRIMARY KEY (tenant_id, secret_id),
+	CONSTRAINT client_secrets_agent_fkey FOREIGN KEY (tenant_id, agent_id)
+		REFERENCES agentidp.agents (tenant_id, agent_id),
+	CONSTRAINT client_secrets_expiry_valid CHECK (expires_at IS NULL OR expires_at OPERATOR(pg_catalog.>) created_at)
+);
+CREATE INDEX client_secrets_agent_idx ON agentidp.client_secrets (tenant_id, agent_id);
+COMMENT ON TABLE agentidp.client_secrets IS 'client secrets of agents, stored as SHA-256 hashes';
+
+-- public-key credentials (private_key_jwt, RFC 7523); functions come with the token service
+CREATE TABLE agentidp.client_keys (
+	tenant_id	uuid NOT NULL,
+	key_id		uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+	agent_id	uuid NOT NULL,
+	kid			text NOT NULL,
+	public_jwk	jsonb NOT NULL
+				CONSTRAINT client_keys_jwk_valid CHECK (pg_catalog.jsonb_typeof(public_jwk) OPERATOR(pg_catalog.=) 'object'),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	expires_at	timestamptz,
+	revoked_at	timestamptz,
+	CONSTRAINT client_keys_pkey PRIMARY KEY (tenant_id, key_id),
+	CONSTRAINT client_keys_agent_fkey FOREIGN KEY (tenant_id, agent_id)
+		REFERENCES agentidp.agents (tenant_id, agent_id),
+	CONSTRAINT client_keys_kid_key UNIQUE (tenant_id, agent_id, kid)
+);
+COMMENT ON TABLE agentidp.client_keys IS 'public keys that agents authenticate with (private_key_jwt)';
+
+CREATE TABLE agentidp.roles (
+	tenant_id	uuid NOT NULL REFERENCES agentidp.tenants,
+	role_id		uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+	name		text NOT NULL CONSTRAINT roles_name_valid CHECK (agentidp._valid_slug(name)),
+	scopes		text[] NOT NULL DEFAULT '{}'
+				CONSTRAINT roles_scopes_valid CHECK (agentidp._valid_scopes(scopes)),
+	description text
+				CONSTRAINT roles_description_valid CHECK (pg_catalog.char_length(description) OPERATOR(pg_catalog.<=) 1000),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT roles_pkey PRIMARY KEY (tenant_id, role_id),
+	CONSTRAINT roles_name_key UNIQUE (tenant_id, name)
+);
+COMMENT ON TABLE agentidp.roles IS 'named sets of scopes that agents of a tenant can be granted';
+
+CREATE TABLE agentidp.agent_roles (
+	tenant_id	uuid NOT NULL,
+	agent_id	uuid NOT NULL,
+	role_id		uuid NOT NULL,
+	granted_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT agent_roles_pkey PRIMARY KEY (tenant_id, agent_id, role_id),
+	CONSTRAINT agent_roles_agent_fkey FOREIGN KEY (tenant_id, agent_id)
+		REFERENCES agentidp.agents (tenant_id, agent_id) ON DELETE CASCADE,
+	CONSTRAINT agent_roles_role_fkey FOREIGN KEY (tenant_id, role_id)
+		REFERENCES agentidp.roles (tenant_id, role_id) ON DELETE CASCADE
+);
+CREATE INDEX agent_roles_role_idx ON agentidp.agent_roles (tenant_id, role_id);
+COMMENT ON TABLE agentidp.agent_roles IS 'roles granted to agents';
+
+-- pg_dump keeps the rows of extension tables only when told to
+SELECT pg_catalog.pg_extension_config_dump('agentidp.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('agentidp.tenant_admins', '');
+SELECT pg_catalog.pg_extension_config_dump('agentidp.agents', '');
+SELECT pg_catalog.pg_extension_config_dump('agentidp.client_secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('agentidp.client_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('agentidp.roles', '');
+SELECT pg_catalog.pg_extension_config_dump('agentidp.agent_roles', '');
+
+/*
+ * Row-level security.  admin_tenants() reads tenant_admins as the extension
+ * owner (src/tenants.c), so the policy on tenant_admins itself does not
+ * recurse.  The sub-select makes it an init plan: evaluated once per query,
+ * not once per row.
+ */
+CREATE FUNCTION agentidp.admin_tenants() RETURNS uuid[]
+LANGUAGE c STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'agentidp_admin_tenants';
+COMMENT ON FUNCTION agentidp.admin_tenants() IS
+'tenants the current role administers, directly or through role membership';
+
+DO $rls$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['tenants', 'tenant_admins', 'agents', 'client_secrets',
+							 'client_keys', 'roles', 'agent_roles']
+	LOOP
+		EXECUTE pg_catalog.format('ALTER TABLE agentidp.%I ENABLE ROW LEVEL SECURITY', t);
+		EXECUTE pg_catalog.format('ALTER TABLE agentidp.%I FORCE ROW LEVEL SECURITY', t);
+		EXECUTE pg_catalog.format(
+			'CREATE POLICY tenant_admin ON agentidp.%I '
+			'USING (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[])) '
+			'WITH CHECK (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]))', t);
+	END LOOP;
+END
+$rls$;
+
+/*
+ * Internal helpers of the API functions below.
+ */
+CREATE FUNCTION agentidp._require(ok boolean, sqlstate text, message text,
+								  detail text DEFAULT NULL, hint text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- RAISE takes no NULL option, and an empty one would still print
+	IF ok IS TRUE THEN
+		RETURN;
+	ELSIF detail IS NULL AND hint IS NULL THEN
+		RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message;
+	ELSIF hint IS NULL THEN
+		RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message, DETAIL = detail;
+	ELSIF detail IS NULL THEN
+		RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message, HINT = hint;
+	ELSE
+		RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message, DETAIL = detail, HINT = hint;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION agentidp._require(boolean, text, text, text, text) IS
+'raises the given error unless ok is true';
+
+CREATE FUNCTION agentidp._check_scopes(scopes text[]) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s text;
+BEGIN
+	PERFORM agentidp._require(scopes IS NOT NULL, '22004', 'scopes must not be null',
+		hint => 'Pass an empty array for no scopes.');
+	PERFORM agentidp._require(coalesce(array_ndims(scopes), 1) = 1, '22023',
+		'scopes must be a one-dimensional array');
+	PERFORM agentidp._require(cardinality(scopes) <= 100, '22023', 'too many scopes',
+		format('%s scopes were given; at most 100 are allowed.', cardinality(scopes)));
+	FOREACH s IN ARRAY scopes LOOP
+		PERFORM agentidp._require(s IS NOT NULL, '22004', 'scope must not be null');
+		PERFORM agentidp._require(agentidp._valid_scope(s), '22023',
+			format('invalid scope "%s"', left(s, 64)),
+			'A scope is 1 to 128 printable ASCII characters other than space, double quote and backslash (RFC 6749, section 3.3).');
+	END LOOP;
+	-- a set, not a list: sorted and without duplicates
+	RETURN ARRAY(SELECT DISTINCT u FROM unnest(scopes) AS u ORDER BY u);
+END
+$$;
+COMMENT ON FUNCTION agentidp._check_scopes(text[]) IS
+'validates a list of scopes and returns it sorted and without duplicates';
+
+CREATE FUNCTION agentidp._check_agent_name(name text) RETURNS void
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT agentidp._require(name IS NOT NULL, '22004', 'agent name must not be null');
+	SELECT agentidp._require(agentidp._valid_agent_name(name), '22023', 'invalid agent name',
+		'Agent names are 1 to 128 characters, with no control characters and no leading or trailing white space.');
+END;
+COMMENT ON FUNCTION agentidp._check_agent_name(text) IS
+'raises an error unless the text is a valid agent name';
+
+CREATE FUNCTION agentidp._check_metadata(metadata jsonb) RETURNS void
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT agentidp._require(metadata IS NOT NULL, '22004', 'metadata must not be null',
+		hint => 'Pass ''{}'' for no metadata.');
+	SELECT agentidp._require(pg_catalog.jsonb_typeof(metadata) OPERATOR(pg_catalog.=) 'object',
+		'22023', 'metadata must be a JSON object');
+	SELECT agentidp._require(agentidp._valid_metadata(metadata), '22023', 'metadata is too large',
+		'Metadata may be at most 16384 bytes as JSON text.');
+END;
+COMMENT ON FUNCTION agentidp._check_metadata(jsonb) IS
+'raises an error unless the value is valid agent metadata';
+
+-- a tenant the caller administers; locked against concurrent changes
+CREATE FUNCTION agentidp._visible_tenant(tenant_id uuid) RETURNS agentidp.tenants
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t agentidp.tenants;
+BEGIN
+	PERFORM agentidp._require(tenant_id IS NOT NULL, '22004', 'tenant_id must not be null');
+	SELECT * INTO t FROM agentidp.tenants AS x WHERE x.tenant_id = _visible_tenant.tenant_id
+		FOR KEY SHARE;
+	PERFORM agentidp._require(FOUND, '42704', 'tenant does not exist',
+		format('No tenant with id "%s" is visible to role "%s".', tenant_id, current_user));
+	RETURN t;
+END
+$$;
+COMMENT ON FUNCTION agentidp._visible_tenant(uuid) IS
+'the tenant row if the current role administers it, else an error';
+
+-- an agent (not deleted) of a tenant the caller administers, locked for update
+CREATE FUNCTION agentidp._visible_agent(agent_id uuid) RETURNS agentidp.agents
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+BEGIN
+	PERFORM agentidp._require(agent_id IS NOT NULL, '22004', 'agent_id must not be null');
+	SELECT * INTO a FROM agentidp.agents AS x
+		WHERE x.agent_id = _visible_agent.agent_id AND x.status <> 'deleted'
+		FOR NO KEY UPDATE;
+	PERFORM agentidp._require(FOUND, '42704', 'agent does not exist',
+		format('No agent with id "%s" is visible to role "%s".', agent_id, current_user));
+	RETURN a;
+END
+$$;
+COMMENT ON FUNCTION agentidp._visible_agent(uuid) IS
+'the agent row, locked, if it is not deleted and the current role administers its tenant, else an error';
+
+/*
+ * Tenants.
+ */
+CREATE FUNCTION agentidp._insert_tenant(name text, issuer text) RETURNS uuid
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_insert_tenant';
+COMMENT ON FUNCTION agentidp._insert_tenant(text, text) IS
+'inserts a tenant and makes the current role its administrator; called by create_tenant()';
+
+CREATE FUNCTION agentidp.create_tenant(name text, issuer text DEFAULT NULL) RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM agentidp._require(name IS NOT NULL, '22004', 'tenant name must not be null');
+	PERFORM agentidp._require(agentidp._valid_slug(name), '22023', 'invalid tenant name',
+		'Tenant names are 1 to 63 characters: lower-case letters, digits, ".", "_" and "-", starting with a letter or digit.');
+	PERFORM agentidp._require(issuer IS NULL OR agentidp._valid_issuer(issuer), '22023', 'invalid issuer',
+		'An issuer is an http or https URL of at most 255 characters with no query, fragment or trailing slash.',
+		'Pass NULL to derive the issuer from agentidp.issuer_base.');
+	RETURN agentidp._insert_tenant(name, issuer);
+END
+$$;
+COMMENT ON FUNCTION agentidp.create_tenant(text, text) IS
+'creates a tenant and makes the current role its administrator; returns the tenant id';
+
+CREATE FUNCTION agentidp.add_tenant_admin(tenant_id uuid, member regrole) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM agentidp._visible_tenant(tenant_id);
+	PERFORM agentidp._require(member IS NOT NULL, '22004', 'member must not be null');
+	INSERT INTO agentidp.tenant_admins AS t (tenant_id, member)
+		VALUES (add_tenant_admin.tenant_id, add_tenant_admin.member)
+		ON CONFLICT ON CONSTRAINT tenant_admins_pkey DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION agentidp.add_tenant_admin(uuid, regrole) IS
+'lets a database role (and its members) administer a tenant the current role administers';
+
+CREATE FUNCTION agentidp.remove_tenant_admin(tenant_id uuid, member regrole) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	others bigint;
+BEGIN
+	-- the tenant row lock serialises concurrent removals of its admins
+	PERFORM 1 FROM agentidp.tenants AS t WHERE t.tenant_id = remove_tenant_admin.tenant_id
+		FOR NO KEY UPDATE;
+	PERFORM agentidp._visible_tenant(tenant_id);
+	PERFORM agentidp._require(member IS NOT NULL, '22004', 'member must not be null');
+	SELECT count(*) INTO others FROM agentidp.tenant_admins AS t
+		WHERE t.tenant_id = remove_tenant_admin.tenant_id AND t.member <> remove_tenant_admin.member;
+	PERFORM agentidp._require(others > 0, '55000', 'cannot remove the last administrator of a tenant',
+		hint => 'Add another administrator with agentidp.add_tenant_admin() first.');
+	DELETE FROM agentidp.tenant_admins AS t
+		WHERE t.tenant_id = remove_tenant_admin.tenant_id AND t.member = remove_tenant_admin.member;
+	PERFORM agentidp._require(FOUND, '42704', 'role is not an administrator of this tenant',
+		format('Role "%s" does not administer this tenant.', member));
+END
+$$;
+COMMENT ON FUNCTION agentidp.remove_tenant_admin(uuid, regrole) IS
+'stops a database role from administering a tenant; the last administrator cannot be removed';
+
+/*
+ * Agents.
+ */
+CREATE FUNCTION agentidp.register_agent(tenant_id uuid, name text,
+										allowed_scopes text[] DEFAULT '{}',
+										metadata jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t agentidp.tenants;
+	scopes text[];
+	id uuid;
+BEGIN
+	t := agentidp._visible_tenant(tenant_id);
+	PERFORM agentidp._require(t.status = 'active', '55000', 'tenant is suspended',
+		format('Tenant "%s" is suspended.', t.name));
+	PERFORM agentidp._check_agent_name(name);
+	scopes := agentidp._check_scopes(allowed_scopes);
+	PERFORM agentidp._check_metadata(metadata);
+	BEGIN
+		INSERT INTO agentidp.agents AS a (tenant_id, name, allowed_scopes, metadata)
+			VALUES (register_agent.tenant_id, register_agent.name, scopes, register_agent.metadata)
+			RETURNING a.agent_id INTO id;
+	EXCEPTION WHEN unique_violation THEN
+		RAISE EXCEPTION 'an agent named "%" already exists in tenant "%"', name, t.name
+			USING ERRCODE = 'unique_violation',
+				  HINT = 'Agent names are unique within a tenant until the agent is deleted.';
+	END;
+	RETURN id;
+END
+$$;
+COMMENT ON FUNCTION agentidp.register_agent(uuid, text, text[], jsonb) IS
+'registers an agent in a tenant the current role administers; returns the agent id';
+
+CREATE FUNCTION agentidp.suspend_agent(agent_id uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+BEGIN
+	a := agentidp._visible_agent(agent_id);
+	IF a.status = 'active' THEN
+		UPDATE agentidp.agents AS x
+			SET status = 'suspended', suspended_at = now(), updated_at = now()
+			WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION agentidp.suspend_agent(uuid) IS
+'suspends an agent: its credentials stop authenticating until it is reactivated';
+
+CREATE FUNCTION agentidp.reactivate_agent(agent_id uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+BEGIN
+	a := agentidp._visible_agent(agent_id);
+	IF a.status = 'suspended' THEN
+		UPDATE agentidp.agents AS x
+			SET status = 'active', suspended_at = NULL, updated_at = now()
+			WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION agentidp.reactivate_agent(uuid) IS
+'reactivates a suspended agent';
+
+CREATE FUNCTION agentidp.delete_agent(agent_id uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+BEGIN
+	a := agentidp._visible_agent(agent_id);
+	UPDATE agentidp.client_secrets AS s SET revoked_at = now()
+		WHERE s.tenant_id = a.tenant_id AND s.agent_id = a.agent_id AND s.revoked_at IS NULL;
+	UPDATE agentidp.client_keys AS k SET revoked_at = now()
+		WHERE k.tenant_id = a.tenant_id AND k.agent_id = a.agent_id AND k.revoked_at IS NULL;
+	DELETE FROM agentidp.agent_roles AS r
+		WHERE r.tenant_id = a.tenant_id AND r.agent_id = a.agent_id;
+	UPDATE agentidp.agents AS x
+		SET status = 'deleted', deleted_at = now(), updated_at = now()
+		WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
+END
+$$;
+COMMENT ON FUNCTION agentidp.delete_agent(uuid) IS
+'deletes an agent: revokes all its credentials and roles and frees its name; the row is kept for the record';
+
+CREATE FUNCTION agentidp.set_allowed_scopes(agent_id uuid, allowed_scopes text[]) RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+	scopes text[];
+BEGIN
+	a := agentidp._visible_agent(agent_id);
+	scopes := agentidp._check_scopes(allowed_scopes);
+	UPDATE agentidp.agents AS x SET allowed_scopes = scopes, updated_at = now()
+		WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
+	RETURN scopes;
+END
+$$;
+COMMENT ON FUNCTION agentidp.set_allowed_scopes(uuid, text[]) IS
+'replaces the scopes an agent may be granted directly; returns them normalised';
+
+/*
+ * Client credentials.
+ */
+CREATE FUNCTION agentidp.create_client_secret(agent_id uuid, expires_in interval DEFAULT NULL)
+RETURNS TABLE(client_id text, client_secret text)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_create_client_secret';
+COMMENT ON FUNCTION agentidp.create_client_secret(uuid, interval) IS
+'creates a client secret for an active agent; the secret is returned this once and stored only as a hash';
+
+CREATE FUNCTION agentidp.revoke_client_secret(client_id text, secret_id uuid DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+	n integer;
+BEGIN
+	PERFORM agentidp._require(client_id IS NOT NULL, '22004', 'client_id must not be null');
+	SELECT * INTO a FROM agentidp.agents AS x
+		WHERE x.client_id = revoke_client_secret.client_id AND x.status <> 'deleted'
+		FOR NO KEY UPDATE;
+	PERFORM agentidp._require(FOUND, '42704', 'client does not exist',
+		format('No client with client_id "%s" is visible to role "%s".', left(client_id, 128), current_user));
+	UPDATE agentidp.client_secrets AS s SET revoked_at = now()
+		WHERE s.tenant_id = a.tenant_id AND s.agent_id = a.agent_id
+		  AND (revoke_client_secret.secret_id IS NULL OR s.secret_id = revoke_client_secret.secret_id)
+		  AND s.revoked_at IS NULL;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	PERFORM agentidp._require(n > 0 OR secret_id IS NULL, '42704', 'client secret does not exist',
+		format('Client "%s" has no unrevoked secret with id "%s".', client_id, secret_id));
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION agentidp.revoke_client_secret(text, uuid) IS
+'revokes one secret of a client, or all of them when secret_id is NULL; returns how many were revoked';
+
+CREATE FUNCTION agentidp.check_client_secret(client_id text, client_secret text) RETURNS uuid
+LANGUAGE c
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'agentidp_check_client_secret';
+COMMENT ON FUNCTION agentidp.check_client_secret(text, text) IS
+'returns the agent id if the secret is a current secret of an active client; otherwise raises 28000 with one message for every failure';
+
+/*
+ * Roles: named sets of scopes.
+ */
+CREATE FUNCTION agentidp.create_role(tenant_id uuid, name text, scopes text[] DEFAULT '{}',
+									 description text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t agentidp.tenants;
+	id uuid;
+	normalised text[];
+BEGIN
+	t := agentidp._visible_tenant(tenant_id);
+	PERFORM agentidp._require(name IS NOT NULL, '22004', 'role name must not be null');
+	PERFORM agentidp._require(agentidp._valid_slug(name), '22023', 'invalid role name',
+		'Role names are 1 to 63 characters: lower-case letters, digits, ".", "_" and "-", starting with a letter or digit.');
+	normalised := agentidp._check_scopes(scopes);
+	PERFORM agentidp._require(description IS NULL OR char_length(description) <= 1000, '22023',
+		'role description is too long', 'Descriptions are at most 1000 characters.');
+	BEGIN
+		INSERT INTO agentidp.roles AS r (tenant_id, name, scopes, description)
+			VALUES (create_role.tenant_id, create_role.name, normalised, create_role.description)
+			RETURNING r.role_id INTO id;
+	EXCEPTION WHEN unique_violation THEN
+		RAISE EXCEPTION 'a role named "%" already exists in tenant "%"', name, t.name
+			USING ERRCODE = 'unique_violation';
+	END;
+	RETURN id;
+END
+$$;
+COMMENT ON FUNCTION agentidp.create_role(uuid, text, text[], text) IS
+'creates a named set of scopes in a tenant; returns the role id';
+
+-- a role of a tenant the caller administers
+CREATE FUNCTION agentidp._visible_role(tenant_id uuid, name text) RETURNS agentidp.roles
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r agentidp.roles;
+BEGIN
+	PERFORM agentidp._require(name IS NOT NULL, '22004', 'role name must not be null');
+	SELECT * INTO r FROM agentidp.roles AS x
+		WHERE x.tenant_id = _visible_role.tenant_id AND x.name = _visible_role.name;
+	PERFORM agentidp._require(FOUND, '42704', format('role "%s" does not exist', left(name, 63)));
+	RETURN r;
+END
+$$;
+COMMENT ON FUNCTION agentidp._visible_role(uuid, text) IS
+'the role row of a tenant the current role administers, else an error';
+
+CREATE FUNCTION agentidp.drop_role(tenant_id uuid, name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r agentidp.roles;
+BEGIN
+	PERFORM agentidp._visible_tenant(tenant_id);
+	r := agentidp._visible_role(tenant_id, name);
+	DELETE FROM agentidp.roles AS x WHERE x.tenant_id = r.tenant_id AND x.role_id = r.role_id;
+END
+$$;
+COMMENT ON FUNCTION agentidp.drop_role(uuid, text) IS
+'drops a role; agents that held it lose its scopes';
+
+CREATE FUNCTION agentidp.grant_role(agent_id uuid, role_name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+	r agentidp.roles;
+BEGIN
+	a := agentidp._visible_agent(agent_id);
+	r := agentidp._visible_role(a.tenant_id, role_name);
+	INSERT INTO agentidp.agent_roles (tenant_id, agent_id, role_id)
+		VALUES (a.tenant_id, a.agent_id, r.role_id)
+		ON CONFLICT ON CONSTRAINT agent_roles_pkey DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION agentidp.grant_role(uuid, text) IS
+'grants a role of the agent''s tenant to the agent';
+
+CREATE FUNCTION agentidp.revoke_role(agent_id uuid, role_name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+	r agentidp.roles;
+BEGIN
+	a := agentidp._visible_agent(agent_id);
+	r := agentidp._visible_role(a.tenant_id, role_name);
+	DELETE FROM agentidp.agent_roles AS x
+		WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id AND x.role_id = r.role_id;
+END
+$$;
+COMMENT ON FUNCTION agentidp.revoke_role(uuid, text) IS
+'revokes a role from an agent';
+
+CREATE FUNCTION agentidp.effective_scopes(agent_id uuid) RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+BEGIN
+	PERFORM agentidp._require(agent_id IS NOT NULL, '22004', 'agent_id must not be null');
+	SELECT * INTO a FROM agentidp.agents AS x
+		WHERE x.agent_id = effective_scopes.agent_id AND x.status <> 'deleted';
+	PERFORM agentidp._require(FOUND, '42704', 'agent does not exist',
+		format('No agent with id "%s" is visible to role "%s".', agent_id, current_user));
+	RETURN ARRAY(
+		SELECT DISTINCT s FROM (
+			SELECT unnest(a.allowed_scopes) AS s
+			UNION ALL
+			SELECT unnest(r.scopes) FROM agentidp.agent_roles AS ar
+				JOIN agentidp.roles AS r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id
+				WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id
+		) AS u ORDER BY s);
+END
+$$;
+COMMENT ON FUNCTION agentidp.effective_scopes(uuid) IS
+'the scopes an agent may be granted: its allowed scopes and those of its roles, sorted';
+
+/*
+ * Privileges.  Functions are SECURITY INVOKER unless noted, so row-level
+ * security decides what each caller sees.  Column privileges keep secret
+ * hashes unreadable and let no role insert a secret of its own choosing.
+ */
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA agentidp FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA agentidp TO agentidp_admin, agentidp_service;
+
+GRANT SELECT, UPDATE (status, settings, updated_at) ON agentidp.tenants TO agentidp_admin;
+GRANT SELECT, INSERT (tenant_id, member), DELETE ON agentidp.tenant_admins TO agentidp_admin;
+GRANT SELECT, INSERT (tenant_id, name, allowed_scopes, metadata),
+	UPDATE (name, status, allowed_scopes, metadata, updated_at, suspended_at, deleted_at)
+	ON agentidp.agents TO agentidp_admin;
+GRANT SELECT (tenant_id, secret_id, agent_id, hint, created_at, expires_at, revoked_at),
+	UPDATE (revoked_at) ON agentidp.client_secrets TO agentidp_admin;
+GRANT SELECT, UPDATE (revoked_at) ON agentidp.client_keys TO agentidp_admin;
+GRANT SELECT, INSERT (tenant_id, name, scopes, description), UPDATE (scopes, description), DELETE
+	ON agentidp.roles TO agentidp_admin;
+GRANT SELECT, INSERT (tenant_id, agent_id, role_id), DELETE ON agentidp.agent_roles TO agentidp_admin;
+
+GRANT EXECUTE ON FUNCTION
+	agentidp._valid_slug(text), agentidp._valid_agent_name(text), agentidp._valid_scope(text),
+	agentidp._valid_scopes(text[]), agentidp._valid_issuer(text), agentidp._valid_metadata(jsonb),
+	agentidp.admin_tenants()
+	TO agentidp_admin, agentidp_service;
+
+GRANT EXECUTE ON FUNCTION
+	agentidp._require(boolean, text, text, text, text),
+	agentidp._check_scopes(text[]),
+	agentidp._check_agent_name(text),
+	agentidp._check_metadata(jsonb),
+	agentidp._visible_tenant(uuid),
+	agentidp._visible_agent(uuid),
+	agentidp._visible_role(uuid, text),
+	agentidp._insert_tenant(text, text),
+	agentidp.create_tenant(text, text),
+	agentidp.add_tenant_admin(uuid, regrole),
+	agentidp.remove_tenant_admin(uuid, regrole),
+	agentidp.register_agent(uuid, text, text[], jsonb),
+	agentidp.suspend_agent(uuid),
+	agentidp.reactivate_agent(uuid),
+	agentidp.delete_agent(uuid),
+	agentidp.set_allowed_scopes(uuid, text[]),
+	agentidp.create_client_secret(uuid, interval),
+	agentidp.revoke_client_secret(text, uuid),
+	agentidp.create_role(uuid, text, text[], text),
+	agentidp.drop_role(uuid, text),
+	agentidp.grant_role(uuid, text),
+	agentidp.revoke_role(uuid, text),
+	agentidp.effective_scopes(uuid)
+	TO agentidp_admin;
+
+GRANT EXECUTE ON FUNCTION agentidp.check_client_secret(text, text)
+	TO agentidp_admin, agentidp_service;

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Start, stop or report on the private PostgreSQL cluster and Redis in
+# .cluster/.  Processes are found by their PID files, never by name.
+#   cluster.sh start | stop | status | wipe
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+# The cluster's user must reach .cluster/ through every parent folder; a
+# checkout under a private folder (mode 0700) gets an ACL entry that lets
+# that user alone pass through it, nothing more.
+grant_traversal() {
+	[ "$(id -u)" -eq 0 ] || return 0
+	local d=$ROOT
+	while [ "$d" != / ]; do
+		if ! runuser -u "$AGENTIDP_OS_USER" -- test -x "$d" 2>/dev/null; then
+			setfacl -m "u:$AGENTIDP_OS_USER:x" "$d" 2>/dev/null || chmod o+x "$d"
+		fi
+		d=$(dirname "$d")
+	done
+}
+
+pg_running() {
+	[ -f "$PGDATA_DIR/postmaster.pid" ] && as_pg_user pg_ctl -D "$PGDATA_DIR" status >/dev/null 2>&1
+}
+
+redis_pid() {
+	local f="$CLUSTER_DIR/redis.pid"
+	[ -f "$f" ] || return 1
+	local pid
+	pid=$(cat "$f")
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+init_cluster() {
+	say "initdb $PGDATA_DIR"
+	mkdir -p "$CLUSTER_DIR"
+	# a random superuser password, readable by the invoking user only
+	local pw
+	pw=$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n' | head -c 40)
+	umask 077
+	printf '127.0.0.1:%s:*:postgres:%s\n' "$AGENTIDP_PGPORT" "$pw" > "$PGPASSFILE"
+	printf '%s\n' "$pw" > "$CLUSTER_DIR/pwfile"
+	umask 022
+	if [ "$(id -u)" -eq 0 ]; then
+		chown "$AGENTIDP_OS_USER" "$CLUSTER_DIR" "$CLUSTER_DIR/pwfile"
+		chmod 0711 "$CLUSTER_DIR"
+	fi
+	as_pg_user initdb -D "$PGDATA_DIR" -U postgres --pwfile="$CLUSTER_DIR/pwfile" \
+		--auth-host=scram-sha-256 --auth-local=peer --encoding=UTF8 --locale=C.UTF-8 \
+		>"$CLUSTER_DIR/initdb.log" 2>&1 || { cat "$CLUSTER_DIR/initdb.log"; die "initdb failed"; }
+	rm -f "$CLUSTER_DIR/pwfile"
+	cat >> "$PGDATA_DIR/postgresql.conf" <<CONF
+
+# agentidp private cluster (scripts/cluster.sh)
+listen_addresses = '127.0.0.1'
+port = $AGENTIDP_PGPORT
+unix_socket_directories = '$CLUSTER_DIR'
+shared_preload_libraries = 'agentidp,pg_cron'
+cron.database_name = '$AGENTIDP_DB'
+agentidp.issuer_base = 'http://127.0.0.1:$AGENTIDP_HTTP_PORT'
+max_prepared_transactions = 10
+log_line_prefix = '%m [%p] %q%u@%d '
+CONF
+}
+
+sanitizer_env() {
+	# an instrumented agentidp.so needs the sanitizer runtimes in the server
+	if [ "${SANITIZE:-0}" = 1 ]; then
+		local asan ubsan
+		asan=$(gcc -print-file-name=libasan.so)
+		ubsan=$(gcc -print-file-name=libubsan.so)
+		echo "LD_PRELOAD=$asan:$ubsan ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$CLUSTER_DIR/asan UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$CLUSTER_DIR/ubsan"
+	fi
+}
+
+start() {
+	grant_traversal
+	[ -f "$PGDATA_DIR/PG_VERSION" ] || init_cluster
+	if pg_running; then
+		echo "PostgreSQL already running on 127.0.0.1:$AGENTIDP_PGPORT"
+	else
+		say "starting PostgreSQL on 127.0.0.1:$AGENTIDP_PGPORT"
+		# shellcheck disable=SC2046
+		as_pg_user env $(sanitizer_env) pg_ctl -D "$PGDATA_DIR" -l "$CLUSTER_DIR/postgresql.log" \
+			-w -t 60 start >/dev/null || { tail -n 30 "$CLUSTER_DIR/postgresql.log"; die "PostgreSQL did not start"; }
+	fi
+	if redis_pid >/dev/null; then
+		echo "Redis already running on 127.0.0.1:$AGENTIDP_REDIS_PORT"
+	else
+		say "starting Redis on 127.0.0.1:$AGENTIDP_REDIS_PORT"
+		mkdir -p "$CLUSTER_DIR/redis"
+		redis-server --bind 127.0.0.1 --port "$AGENTIDP_REDIS_PORT" --protected-mode yes \
+			--daemonize yes --pidfile "$CLUSTER_DIR/redis.pid" --dir "$CLUSTER_DIR/redis" \
+			--logfile "$CLUSTER_DIR/redis.log" --save '' --appendonly no
+		for _ in $(seq 50); do redis_pid >/dev/null && break; sleep 0.1; done
+		redis_pid >/dev/null || die "Redis did not start (see $CLUSTER_DIR/redis.log)"
+	fi
+}
+
+stop() {
+	if pg_running; then
+		say "stopping PostgreSQL"
+		as_pg_user pg_ctl -D "$PGDATA_DIR" -m fast -w stop >/dev/null
+	fi
+	local pid
+	if pid=$(redis_pid); then
+		say "stopping Redis"
+		kill "$pid"
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	fi
+	rm -f "$CLUSTER_DIR/redis.pid"
+}
+
+status() {
+	pg_running && echo "PostgreSQL: running on 127.0.0.1:$AGENTIDP_PGPORT" || echo "PostgreSQL: stopped"
+	redis_pid >/dev/null && echo "Redis: running on 127.0.0.1:$AGENTIDP_REDIS_PORT" || echo "Redis: stopped"
+}
+
+case "${1:-}" in
+	start) start ;;
+	stop) stop ;;
+	status) status ;;
+	wipe) stop; rm -rf "$CLUSTER_DIR" ;;
+	*) echo "usage: $0 start|stop|status|wipe" >&2; exit 2 ;;
+esac

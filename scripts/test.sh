@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# make test: the setup of make run from nothing, then every test suite:
+# pg_regress (sql/, expected/), isolation specs (test/isolation) and TAP
+# (test/t).  Prints a summary, stops every server it started, and exits
+# non-zero when anything failed.
+set -uo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$ROOT"
+
+trap 'scripts/cluster.sh stop >/dev/null 2>&1 || true' EXIT
+
+set -e
+scripts/deps.sh
+scripts/cluster.sh wipe >/dev/null
+say "building from clean"
+make -s clean >/dev/null
+make -s -j2 >/dev/null
+make -s install >/dev/null
+scripts/cluster.sh start
+scripts/setup-db.sh
+set +e
+
+passed=0
+failed=0
+summary=()
+
+# pg_regress and pg_isolation_regress end with "All N tests passed." or
+# "M of N tests failed."
+count_regress() {
+	local log=$1 name=$2 line n m
+	line=$(grep -E 'tests? passed|tests? failed' "$log" | tail -n 1)
+	if [[ $line =~ All\ ([0-9]+)\ tests?\ passed ]]; then
+		n=${BASH_REMATCH[1]}; passed=$((passed + n))
+		summary+=("$name: $n passed")
+	elif [[ $line =~ ([0-9]+)\ of\ ([0-9]+)\ tests?\ failed ]]; then
+		m=${BASH_REMATCH[1]}; n=${BASH_REMATCH[2]}
+		failed=$((failed + m)); passed=$((passed + n - m))
+		summary+=("$name: $m of $n FAILED")
+	else
+		failed=$((failed + 1))
+		summary+=("$name: did not run (see $log)")
+	fi
+}
+
+mkdir -p "$CLUSTER_DIR/logs"
+
+say "pg_regress"
+make -s installcheck 2>&1 | tee "$CLUSTER_DIR/logs/regress.log"
+count_regress "$CLUSTER_DIR/logs/regress.log" "pg_regress"
+[ -f regression.diffs ] && cat regression.diffs
+
+say "isolation"
+make -s isolationcheck 2>&1 | tee "$CLUSTER_DIR/logs/isolation.log"
+count_regress "$CLUSTER_DIR/logs/isolation.log" "isolation"
+[ -f output_iso/regression.diffs ] && cat output_iso/regression.diffs
+
+say "TAP"
+scripts/tap.sh 2>&1 | tee "$CLUSTER_DIR/logs/tap.log"
+tap_rc=${PIPESTATUS[0]}
+files=$(sed -nE 's/^Files=([0-9]+),.*/\1/p' "$CLUSTER_DIR/logs/tap.log" | tail -n 1)
+bad=$(sed -nE 's/^Failed ([0-9]+)\/([0-9]+) test programs.*/\1/p' "$CLUSTER_DIR/logs/tap.log" | tail -n 1)
+files=${files:-0}
+bad=${bad:-0}
+if [ "$tap_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=$((files > 0 ? files : 1)); fi
+passed=$((passed + files - bad))
+failed=$((failed + bad))
+summary+=("TAP: $((files - bad)) of $files test files passed")
+for f in "$CLUSTER_DIR"/tap/tmp_check/log/regress_log_*; do
+	[ "$tap_rc" -ne 0 ] && [ -f "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }
+done
+
+# an instrumented build reports what the sanitizers found
+if ls "$CLUSTER_DIR"/asan.* "$CLUSTER_DIR"/ubsan.* >/dev/null 2>&1; then
+	cat "$CLUSTER_DIR"/asan.* "$CLUSTER_DIR"/ubsan.* 2>/dev/null
+	failed=$((failed + 1))
+	summary+=("sanitizers: reports found")
+fi
+
+echo
+echo "==================== summary ===================="
+printf '%s\n' "${summary[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,89 @@
+--
+-- Tenants and their administrators (src/tenants.c, agentidp--0.1.sql)
+--
+\set SHOW_CONTEXT never
+SET agentidp.issuer_base = 'https://idp.example.com';
+
+-- the issuer base is validated
+SET agentidp.issuer_base = 'ftp://idp.example.com';
+SET agentidp.issuer_base = 'https://idp.example.com/';
+SET agentidp.issuer_base = 'https://idp.example.com?x=1';
+SHOW agentidp.issuer_base;
+
+-- only superusers may change it
+SET ROLE regress_admin_a;
+SET agentidp.issuer_base = 'https://evil.example.com';
+
+-- create a tenant: the issuer defaults to <issuer_base>/t/<name>
+SELECT agentidp.create_tenant('tenant-a') AS ta \gset
+SELECT name, issuer, status, settings FROM agentidp.tenants;
+SELECT agentidp.admin_tenants() = ARRAY[:'ta']::uuid[] AS administers_a;
+
+-- an explicit issuer
+SELECT agentidp.create_tenant('tenant-a.eu', 'https://eu.example.com/tenants/a') AS ta_eu \gset
+SELECT name, issuer FROM agentidp.tenants ORDER BY name;
+
+-- bad names, issuers and duplicates
+SELECT agentidp.create_tenant(NULL);
+SELECT agentidp.create_tenant('');
+SELECT agentidp.create_tenant('Acme Corp');
+SELECT agentidp.create_tenant('-leading-dash');
+SELECT agentidp.create_tenant(repeat('a', 64));
+SELECT agentidp.create_tenant('tenant-x', 'ftp://example.com');
+SELECT agentidp.create_tenant('tenant-x', 'https://example.com/');
+SELECT agentidp.create_tenant('tenant-x', 'https://example.com/a?b=c');
+SELECT agentidp.create_tenant('tenant-x', 'https://example.com/#frag');
+SELECT agentidp.create_tenant('tenant-x', 'https://' || repeat('a', 250));
+SELECT agentidp.create_tenant('tenant-a');
+SELECT agentidp.create_tenant('tenant-x', 'https://eu.example.com/tenants/a');
+
+-- 63 characters is the longest name
+SELECT agentidp.create_tenant(repeat('a', 63)) IS NOT NULL AS created;
+
+-- nothing of the failed calls remains
+SELECT count(*) FROM agentidp.tenants;
+
+-- a second administrator, then a group role whose members administer
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_admin_a2');
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_admin_a2');
+SELECT member FROM agentidp.tenant_admins WHERE tenant_id = :'ta' ORDER BY member::text;
+SET ROLE regress_admin_a2;
+SELECT name FROM agentidp.tenants;
+-- an administrator may step down while another remains
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_a2');
+SELECT name FROM agentidp.tenants;
+SET ROLE regress_admin_a;
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_team');
+SET ROLE regress_admin_a2;
+SELECT name FROM agentidp.tenants;
+SET ROLE regress_admin_a;
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_team');
+SET ROLE regress_admin_a2;
+SELECT name FROM agentidp.tenants;
+
+SET ROLE regress_admin_a;
+SELECT agentidp.add_tenant_admin(:'ta', NULL);
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_b');
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_a');
+SELECT agentidp.add_tenant_admin('00000000-0000-0000-0000-000000000000', 'no_such_role');
+\set VERBOSITY terse
+SELECT agentidp.add_tenant_admin('00000000-0000-0000-0000-000000000000', 'regress_admin_b');
+\set VERBOSITY default
+
+-- administrators may suspend their tenant by updating it
+UPDATE agentidp.tenants SET status = 'suspended' WHERE tenant_id = :'ta_eu';
+UPDATE agentidp.tenants SET status = 'gone' WHERE tenant_id = :'ta_eu';
+UPDATE agentidp.tenants SET name = 'renamed' WHERE tenant_id = :'ta_eu';
+SELECT name, status FROM agentidp.tenants WHERE tenant_id = :'ta_eu';
+
+-- roles outside agentidp_admin cannot create tenants or see any
+SET ROLE regress_outsider;
+SELECT agentidp.create_tenant('tenant-o');
+SELECT count(*) FROM agentidp.tenants;
+SET ROLE regress_service;
+SELECT agentidp.create_tenant('tenant-s');
+SELECT count(*) FROM agentidp.tenants;
+RESET ROLE;
+
+-- a superuser sees every tenant
+SELECT count(*) FROM agentidp.tenants;

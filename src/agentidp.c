@@ -1,0 +1,175 @@
+/*-------------------------------------------------------------------------
+ *
+ * agentidp.c
+ *	  Module entry point: settings (GUCs) and the helpers every part uses
+ *	  to run privileged SQL as the extension owner.  The parts themselves
+ *	  live in their own files (tenants.c, credentials.c, jose.c).
+ *
+ * IDENTIFICATION
+ *	  src/agentidp.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/err.h>
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "agentidp.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *agentidp_issuer_base = NULL;
+
+/*
+ * The issuer base is the public URL prefix of the HTTP front; a tenant's
+ * default issuer is <base>/t/<tenant name>.  Issuers end up in every token's
+ * "iss" claim, so only an absolute http(s) URL with no query, fragment or
+ * trailing slash is accepted (RFC 8414 section 2).
+ */
+static bool
+check_issuer_base(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	const char *rest;
+
+	if (v == NULL)
+		return true;
+	if (strncmp(v, "https://", 8) == 0)
+		rest = v + 8;
+	else if (strncmp(v, "http://", 7) == 0)
+		rest = v + 7;
+	else
+	{
+		GUC_check_errdetail("agentidp.issuer_base must start with \"https://\" or \"http://\".");
+		return false;
+	}
+	if (*rest == '\0' || strpbrk(rest, "?# \t\r\n") != NULL ||
+		v[strlen(v) - 1] == '/' || strlen(v) > 200)
+	{
+		GUC_check_errdetail("agentidp.issuer_base must be a URL of at most 200 characters with a host, no query, no fragment and no trailing slash.");
+		return false;
+	}
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("agentidp.issuer_base",
+							   "Public URL prefix of the token endpoint; a tenant's default issuer is <base>/t/<name>.",
+							   NULL,
+							   &agentidp_issuer_base,
+							   "http://127.0.0.1:8499",
+							   PGC_SUSET,
+							   0,
+							   check_issuer_base, NULL, NULL);
+
+	MarkGUCPrefixReserved("agentidp");
+}
+
+/*
+ * The extension's tables belong to the superuser that created the extension;
+ * we look the owner up from agentidp.tenants every time rather than caching
+ * it, since a syscache probe is cheap and ownership can change.
+ */
+static Oid
+extension_owner(void)
+{
+	Oid			nsp = get_namespace_oid("agentidp", false);
+	Oid			relid = get_relname_relid("tenants", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("agentidp is not installed in this database"),
+				errhint("Run CREATE EXTENSION agentidp."));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+void
+agentidp_become_owner(AgentidpOwnerContext *ctx)
+{
+	Oid			owner = extension_owner();
+
+	GetUserIdAndSecContext(&ctx->save_userid, &ctx->save_sec_context);
+	SetUserIdAndSecContext(owner,
+						   ctx->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+
+	ctx->save_nestlevel = agentidp_pin_search_path();
+}
+
+/* the caller's search_path must not resolve anything we run */
+int
+agentidp_pin_search_path(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+int
+agentidp_run_plan(SPIPlanPtr *slot, const char *sql, int nargs,
+				  Oid *argtypes, Datum *args, const char *nulls,
+				  bool read_only, long count)
+{
+	int			rc;
+
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	rc = SPI_execute_plan(*slot, args, nulls, read_only, count);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+void
+agentidp_restore_user(AgentidpOwnerContext *ctx)
+{
+	AtEOXact_GUC(true, ctx->save_nestlevel);
+	SetUserIdAndSecContext(ctx->save_userid, ctx->save_sec_context);
+}
+
+const char *
+agentidp_openssl_error(void)
+{
+	unsigned long e = ERR_get_error();
+	const char *s;
+
+	ERR_clear_error();
+	if (e == 0)
+		return "no OpenSSL error reported";
+	s = ERR_reason_error_string(e);
+	return s ? s : "unknown OpenSSL error";
+}

@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ *
+ * agentidp.h
+ *	  Declarations shared by every part of the agentidp extension: its
+ *	  settings and the helpers that run SQL with the extension owner's rights.
+ *
+ * IDENTIFICATION
+ *	  src/agentidp.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef AGENTIDP_H
+#define AGENTIDP_H
+
+#include "executor/spi.h"
+
+/* settings (GUCs), defined in agentidp.c */
+extern char *agentidp_issuer_base;
+
+/*
+ * Switch to the owner of the extension's tables for privileged SPI work
+ * that the caller may not do directly, with a pinned search_path.  The
+ * caller's identity is captured first, so the switch never loses it.  On
+ * ERROR, transaction abort restores both the user and the settings.
+ */
+typedef struct AgentidpOwnerContext
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} AgentidpOwnerContext;
+
+extern void agentidp_become_owner(AgentidpOwnerContext *ctx);
+extern void agentidp_restore_user(AgentidpOwnerContext *ctx);
+
+/*
+ * Pin search_path for SQL run as the caller; returns the GUC nest level to
+ * hand to AtEOXact_GUC(true, level) when done.
+ */
+extern int	agentidp_pin_search_path(void);
+
+/* run a saved plan, preparing it on first use in this backend */
+extern int	agentidp_run_plan(SPIPlanPtr *slot, const char *sql, int nargs,
+							  Oid *argtypes, Datum *args, const char *nulls,
+							  bool read_only, long count);
+
+/* the last OpenSSL error as text, for errdetail_internal; never secret */
+extern const char *agentidp_openssl_error(void);
+
+#endif							/* AGENTIDP_H */
