@@ -22,7 +22,7 @@ DOCS =
 REGRESS = init tenants agents credentials roles cross_tenant
 REGRESS_OPTS = --dbname=agentidp_regression
 
-ISOLATION_SPECS = agent_name_race secret_revoke_race
+ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race
 ISOLATION_SPECS_OPTS = --inputdir=test/isolation --dbname=agentidp_isolation \
 	--load-extension=agentidp
 

@@ -5,7 +5,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$ROOT"
 
-pgxs=$(dirname "$(dirname "$(pg_config --pgxs)")")
+pgxs=$(dirname "$(dirname "$(dirname "$(pg_config --pgxs)")")")
 tapdir="$CLUSTER_DIR/tap"
 rm -rf "$tapdir"
 mkdir -p "$tapdir"
