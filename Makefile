@@ -51,6 +51,7 @@ test:
 
 stop:
 	@scripts/cluster.sh stop
+	@AGENTIDP_TEST=1 scripts/cluster.sh stop
 
 deps:
 	@scripts/deps.sh

@@ -63,16 +63,6 @@ log_line_prefix = '%m [%p] %q%u@%d '
 CONF
 }
 
-sanitizer_env() {
-	# an instrumented agentidp.so needs the sanitizer runtimes in the server
-	if [ "${SANITIZE:-0}" = 1 ]; then
-		local asan ubsan
-		asan=$(gcc -print-file-name=libasan.so)
-		ubsan=$(gcc -print-file-name=libubsan.so)
-		echo "LD_PRELOAD=$asan:$ubsan ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$CLUSTER_DIR/asan UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$CLUSTER_DIR/ubsan"
-	fi
-}
-
 start() {
 	grant_traversal
 	[ -f "$PGDATA_DIR/PG_VERSION" ] || init_cluster

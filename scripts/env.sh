@@ -2,13 +2,22 @@
 # The private cluster, Redis and their logs live in .cluster/ (git-ignored).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CLUSTER_DIR="$ROOT/.cluster"
-PGDATA_DIR="$CLUSTER_DIR/data"
 
-# fixed, non-default loopback ports
-AGENTIDP_PGPORT=${AGENTIDP_PGPORT:-5499}
-AGENTIDP_REDIS_PORT=${AGENTIDP_REDIS_PORT:-6499}
-AGENTIDP_HTTP_PORT=${AGENTIDP_HTTP_PORT:-8499}
+# make run's cluster is .cluster/ on ports 5499 (PostgreSQL), 6499 (Redis)
+# and 8499 (HTTP); make test sets AGENTIDP_TEST=1 and gets .cluster-test/
+# on 5498, 6498, 8498, so tests never touch a developer's data.
+if [ "${AGENTIDP_TEST:-0}" = 1 ]; then
+	CLUSTER_DIR="$ROOT/.cluster-test"
+	AGENTIDP_PGPORT=5498
+	AGENTIDP_REDIS_PORT=6498
+	AGENTIDP_HTTP_PORT=8498
+else
+	CLUSTER_DIR="$ROOT/.cluster"
+	AGENTIDP_PGPORT=5499
+	AGENTIDP_REDIS_PORT=6499
+	AGENTIDP_HTTP_PORT=8499
+fi
+PGDATA_DIR="$CLUSTER_DIR/data"
 AGENTIDP_DB=agentidp
 
 # PostgreSQL refuses to run as root: the cluster runs as this system user
@@ -33,5 +42,16 @@ as_pg_user() {
 		runuser -u "$AGENTIDP_OS_USER" -- "$@"
 	else
 		"$@"
+	fi
+}
+
+sanitizer_env() {
+	# an instrumented agentidp.so needs the sanitizer runtimes in the server
+	if [ "${SANITIZE:-0}" = 1 ]; then
+		local asan ubsan stub="$CLUSTER_DIR/nls_stub.so"
+		asan=$(gcc -print-file-name=libasan.so)
+		ubsan=$(gcc -print-file-name=libubsan.so)
+		gcc -shared -fPIC -O2 -o "$stub" "$ROOT/test/sanitize/nls_stub.c"
+		echo "LD_PRELOAD=$asan:$ubsan:$stub ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$CLUSTER_DIR/asan UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$CLUSTER_DIR/ubsan"
 	fi
 }

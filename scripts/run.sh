@@ -25,14 +25,15 @@ Connect:
   scripts/psql
   (or: PGPASSFILE=.cluster/pgpass psql -h 127.0.0.1 -p $AGENTIDP_PGPORT -U postgres $AGENTIDP_DB)
 
-The demo tenant "demo" has an agent "demo-agent":
+The demo tenant "demo" has an agent "demo-agent" (credentials kept in
+.cluster/demo-credentials, readable by you alone):
   client_id      $(get client_id)
-  client_secret  (in .cluster/demo-credentials)
+  client_secret  $(get client_secret)
 
 Try, in scripts/psql:
-  SELECT agentidp.check_client_secret('$(get client_id)', '<client_secret>');
+  SELECT agentidp.check_client_secret('$(get client_id)', '$(get client_secret)');
   SELECT name, client_id, status, allowed_scopes FROM agentidp.agents;
-  -- and the quick start of README.md
+  -- then the quick start of README.md
 
 Stop everything with: make stop
 MSG

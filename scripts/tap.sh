@@ -11,7 +11,7 @@ rm -rf "$tapdir"
 mkdir -p "$tapdir"
 [ "$(id -u)" -eq 0 ] && chown "$AGENTIDP_OS_USER" "$tapdir"
 
-as_pg_user env PATH="$PG_BINDIR:$PATH" TESTDIR="$tapdir" \
+as_pg_user env AGENTIDP_SERVER_ENV="$(sanitizer_env)" PATH="$PG_BINDIR:$PATH" TESTDIR="$tapdir" \
 	PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
 	PGHOST= PGPORT= PGUSER= PGPASSFILE= PGDATABASE= \
 	prove -I "$pgxs/src/test/perl" -I test/t ${PROVE_FLAGS:-} test/t/*.pl

@@ -4,6 +4,7 @@
 # (test/t).  Prints a summary, stops every server it started, and exits
 # non-zero when anything failed.
 set -uo pipefail
+export AGENTIDP_TEST=1
 . "$(dirname "$0")/env.sh"
 cd "$ROOT"
 

@@ -12,6 +12,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use AgentidpNode;
+
 # create a tenant, an agent and a secret; returns (client_id, secret)
 sub make_client
 {
@@ -36,7 +38,7 @@ sub authenticates
 # 1. no preload
 my $plain = PostgreSQL::Test::Cluster->new('plain');
 $plain->init;
-$plain->start;
+AgentidpNode::start($plain);
 $plain->safe_psql('postgres', 'CREATE EXTENSION agentidp');
 my ($c1, $s1) = make_client($plain, 'postgres', 'plain');
 ok(authenticates($plain, 'postgres', $c1, $s1), 'no preload: a new client authenticates');
@@ -55,7 +57,7 @@ $node->append_conf('postgresql.conf', "shared_preload_libraries = 'agentidp'");
 $node->append_conf('postgresql.conf', "agentidp.issuer_base = 'https://idp.example.com'");
 # the test framework turns this off; DBAs' clusters have it on
 $node->append_conf('postgresql.conf', 'restart_after_crash = on');
-$node->start;
+AgentidpNode::start($node);
 $node->safe_psql('postgres', 'CREATE EXTENSION agentidp');
 my ($c2, $s2) = make_client($node, 'postgres', 'durable');
 is( $node->safe_psql(
@@ -63,7 +65,7 @@ is( $node->safe_psql(
 	'https://idp.example.com/t/durable',
 	'preloaded: the configured issuer base is used');
 
-$node->restart;
+AgentidpNode::restart($node);
 ok(authenticates($node, 'postgres', $c2, $s2), 'restart: the client still authenticates');
 
 # a backend killed mid-session makes the postmaster reinitialise
