@@ -38,8 +38,16 @@ PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
 SHLIB_LINK += -fsanitize=address,undefined
 endif
 
+# rebuild everything when the flags change (SANITIZE=1 and back)
+BUILD_FLAGS_STAMP = .build-flags
+$(shell echo '$(PG_CFLAGS) $(SHLIB_LINK)' | cmp -s - $(BUILD_FLAGS_STAMP) || \
+	echo '$(PG_CFLAGS) $(SHLIB_LINK)' > $(BUILD_FLAGS_STAMP))
+EXTRA_CLEAN = $(BUILD_FLAGS_STAMP)
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/jose.h
 
 .PHONY: run test stop deps tap isolationcheck
 

@@ -39,7 +39,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN pg_catalog.char_length(name) OPERATOR(pg_catalog.>=) 1
 	AND pg_catalog.char_length(name) OPERATOR(pg_catalog.<=) 128
 	AND name OPERATOR(pg_catalog.!~) '[[:cntrl:]]'
-	AND name OPERATOR(pg_catalog.=) pg_catalog.btrim(name);
+	AND name OPERATOR(pg_catalog.!~) '^[[:space:]]|[[:space:]]$';
 COMMENT ON FUNCTION agentidp._valid_agent_name(text) IS
 'true when the text is a valid agent name: 1 to 128 characters, no control characters, no leading or trailing white space';
 
@@ -100,6 +100,9 @@ COMMENT ON TABLE agentidp.tenants IS 'tenants: each one an issuer with its own a
 CREATE TABLE agentidp.tenant_admins (
 	tenant_id	uuid NOT NULL REFERENCES agentidp.tenants ON DELETE CASCADE,
 	member		regrole NOT NULL,
+	-- the role's name when bound: a binding counts only while oid and name
+	-- both match, so a dropped role's oid, reused later, inherits nothing
+	member_name name NOT NULL,
 	granted_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	CONSTRAINT tenant_admins_pkey PRIMARY KEY (tenant_id, member)
 );
@@ -233,6 +236,142 @@ BEGIN
 	END LOOP;
 END
 $rls$;
+
+/*
+ * Invariants, kept by triggers so that they hold for direct writes (which
+ * administrators may make within their column privileges) as for the API.
+ */
+
+-- timestamps are the database's to set; a deleted agent is final, and
+-- deleting one revokes its credentials and roles (AFTER trigger below)
+CREATE FUNCTION agentidp._agents_before_update() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF OLD.status = 'deleted' THEN
+		RAISE EXCEPTION 'a deleted agent cannot be changed'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('Agent "%s" was deleted at %s.', OLD.agent_id, OLD.deleted_at),
+				  HINT = 'Register a new agent instead.';
+	END IF;
+	NEW.updated_at := now();
+	IF NEW.status IS DISTINCT FROM OLD.status THEN
+		NEW.suspended_at := CASE WHEN NEW.status = 'suspended' THEN now() END;
+		NEW.deleted_at := CASE WHEN NEW.status = 'deleted' THEN now() END;
+	ELSE
+		NEW.suspended_at := OLD.suspended_at;
+		NEW.deleted_at := OLD.deleted_at;
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION agentidp._agents_before_update() IS
+'trigger: keeps agents'' timestamps and refuses changes to deleted agents';
+CREATE TRIGGER agents_before_update BEFORE UPDATE ON agentidp.agents
+	FOR EACH ROW EXECUTE FUNCTION agentidp._agents_before_update();
+
+CREATE FUNCTION agentidp._agents_after_delete() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE agentidp.client_secrets AS s SET revoked_at = now()
+		WHERE s.tenant_id = NEW.tenant_id AND s.agent_id = NEW.agent_id AND s.revoked_at IS NULL;
+	UPDATE agentidp.client_keys AS k SET revoked_at = now()
+		WHERE k.tenant_id = NEW.tenant_id AND k.agent_id = NEW.agent_id AND k.revoked_at IS NULL;
+	DELETE FROM agentidp.agent_roles AS r
+		WHERE r.tenant_id = NEW.tenant_id AND r.agent_id = NEW.agent_id;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION agentidp._agents_after_delete() IS
+'trigger: an agent marked deleted loses every credential and role';
+CREATE TRIGGER agents_after_delete AFTER UPDATE OF status ON agentidp.agents
+	FOR EACH ROW WHEN (NEW.status = 'deleted' AND OLD.status <> 'deleted')
+	EXECUTE FUNCTION agentidp._agents_after_delete();
+
+-- revocation is final and dated by the database
+CREATE FUNCTION agentidp._credentials_before_update() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF OLD.revoked_at IS NOT NULL THEN
+		IF NEW.revoked_at IS DISTINCT FROM OLD.revoked_at THEN
+			RAISE EXCEPTION 'a revoked credential cannot be changed'
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Create a new credential instead.';
+		END IF;
+	ELSIF NEW.revoked_at IS NOT NULL THEN
+		NEW.revoked_at := now();
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION agentidp._credentials_before_update() IS
+'trigger: revoked_at is set once, to the time of revocation, and never cleared';
+CREATE TRIGGER client_secrets_before_update BEFORE UPDATE ON agentidp.client_secrets
+	FOR EACH ROW EXECUTE FUNCTION agentidp._credentials_before_update();
+CREATE TRIGGER client_keys_before_update BEFORE UPDATE ON agentidp.client_keys
+	FOR EACH ROW EXECUTE FUNCTION agentidp._credentials_before_update();
+
+CREATE FUNCTION agentidp._touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.updated_at := now();
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION agentidp._touch_updated_at() IS
+'trigger: sets updated_at to the time of the change';
+CREATE TRIGGER tenants_before_update BEFORE UPDATE ON agentidp.tenants
+	FOR EACH ROW EXECUTE FUNCTION agentidp._touch_updated_at();
+
+-- a binding records the role's name, checked by admin_tenants()
+CREATE FUNCTION agentidp._tenant_admins_before_insert() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.member_name := (SELECT r.rolname FROM pg_catalog.pg_roles AS r WHERE r.oid = NEW.member);
+	IF NEW.member_name IS NULL THEN
+		RAISE EXCEPTION 'role with OID % does not exist', NEW.member::oid
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION agentidp._tenant_admins_before_insert() IS
+'trigger: records the name of a role bound to a tenant';
+CREATE TRIGGER tenant_admins_before_insert BEFORE INSERT ON agentidp.tenant_admins
+	FOR EACH ROW EXECUTE FUNCTION agentidp._tenant_admins_before_insert();
+
+-- while a tenant exists, someone administers it
+CREATE FUNCTION agentidp._tenant_admins_before_delete() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- the tenant row lock serialises concurrent removals of its admins; a
+	-- tenant being deleted (cascade) is gone already and needs no admin
+	PERFORM FROM agentidp.tenants AS t WHERE t.tenant_id = OLD.tenant_id FOR NO KEY UPDATE;
+	IF FOUND AND NOT EXISTS (
+		SELECT FROM agentidp.tenant_admins AS a
+		WHERE a.tenant_id = OLD.tenant_id AND a.member <> OLD.member) THEN
+		RAISE EXCEPTION 'cannot remove the last administrator of a tenant'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Add another administrator with agentidp.add_tenant_admin() first.';
+	END IF;
+	RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION agentidp._tenant_admins_before_delete() IS
+'trigger: refuses to remove the last administrator of an existing tenant';
+CREATE TRIGGER tenant_admins_before_delete BEFORE DELETE ON agentidp.tenant_admins
+	FOR EACH ROW EXECUTE FUNCTION agentidp._tenant_admins_before_delete();
 
 /*
  * Internal helpers of the API functions below.
@@ -394,18 +533,10 @@ CREATE FUNCTION agentidp.remove_tenant_admin(tenant_id uuid, member regrole) RET
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	others bigint;
 BEGIN
-	-- the tenant row lock serialises concurrent removals of its admins
-	PERFORM 1 FROM agentidp.tenants AS t WHERE t.tenant_id = remove_tenant_admin.tenant_id
-		FOR NO KEY UPDATE;
 	PERFORM agentidp._visible_tenant(tenant_id);
 	PERFORM agentidp._require(member IS NOT NULL, '22004', 'member must not be null');
-	SELECT count(*) INTO others FROM agentidp.tenant_admins AS t
-		WHERE t.tenant_id = remove_tenant_admin.tenant_id AND t.member <> remove_tenant_admin.member;
-	PERFORM agentidp._require(others > 0, '55000', 'cannot remove the last administrator of a tenant',
-		hint => 'Add another administrator with agentidp.add_tenant_admin() first.');
+	-- the last administrator is kept by trigger _tenant_admins_before_delete
 	DELETE FROM agentidp.tenant_admins AS t
 		WHERE t.tenant_id = remove_tenant_admin.tenant_id AND t.member = remove_tenant_admin.member;
 	PERFORM agentidp._require(FOUND, '42704', 'role is not an administrator of this tenant',
@@ -460,8 +591,7 @@ DECLARE
 BEGIN
 	a := agentidp._visible_agent(agent_id);
 	IF a.status = 'active' THEN
-		UPDATE agentidp.agents AS x
-			SET status = 'suspended', suspended_at = now(), updated_at = now()
+		UPDATE agentidp.agents AS x SET status = 'suspended'
 			WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
 	END IF;
 END
@@ -478,8 +608,7 @@ DECLARE
 BEGIN
 	a := agentidp._visible_agent(agent_id);
 	IF a.status = 'suspended' THEN
-		UPDATE agentidp.agents AS x
-			SET status = 'active', suspended_at = NULL, updated_at = now()
+		UPDATE agentidp.agents AS x SET status = 'active'
 			WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
 	END IF;
 END
@@ -495,14 +624,8 @@ DECLARE
 	a agentidp.agents;
 BEGIN
 	a := agentidp._visible_agent(agent_id);
-	UPDATE agentidp.client_secrets AS s SET revoked_at = now()
-		WHERE s.tenant_id = a.tenant_id AND s.agent_id = a.agent_id AND s.revoked_at IS NULL;
-	UPDATE agentidp.client_keys AS k SET revoked_at = now()
-		WHERE k.tenant_id = a.tenant_id AND k.agent_id = a.agent_id AND k.revoked_at IS NULL;
-	DELETE FROM agentidp.agent_roles AS r
-		WHERE r.tenant_id = a.tenant_id AND r.agent_id = a.agent_id;
-	UPDATE agentidp.agents AS x
-		SET status = 'deleted', deleted_at = now(), updated_at = now()
+	-- trigger _agents_after_delete revokes credentials and roles
+	UPDATE agentidp.agents AS x SET status = 'deleted'
 		WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
 END
 $$;
@@ -519,7 +642,7 @@ DECLARE
 BEGIN
 	a := agentidp._visible_agent(agent_id);
 	scopes := agentidp._check_scopes(allowed_scopes);
-	UPDATE agentidp.agents AS x SET allowed_scopes = scopes, updated_at = now()
+	UPDATE agentidp.agents AS x SET allowed_scopes = scopes
 		WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
 	RETURN scopes;
 END
@@ -711,10 +834,10 @@ REVOKE ALL ON ALL TABLES IN SCHEMA agentidp FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA agentidp TO agentidp_admin, agentidp_service;
 
-GRANT SELECT, UPDATE (status, settings, updated_at) ON agentidp.tenants TO agentidp_admin;
+GRANT SELECT, UPDATE (status, settings) ON agentidp.tenants TO agentidp_admin;
 GRANT SELECT, INSERT (tenant_id, member), DELETE ON agentidp.tenant_admins TO agentidp_admin;
 GRANT SELECT, INSERT (tenant_id, name, allowed_scopes, metadata),
-	UPDATE (name, status, allowed_scopes, metadata, updated_at, suspended_at, deleted_at)
+	UPDATE (name, status, allowed_scopes, metadata)
 	ON agentidp.agents TO agentidp_admin;
 GRANT SELECT (tenant_id, secret_id, agent_id, hint, created_at, expires_at, revoked_at),
 	UPDATE (revoked_at) ON agentidp.client_secrets TO agentidp_admin;

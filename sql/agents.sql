@@ -79,13 +79,30 @@ SELECT agentidp.reactivate_agent(:'research');
 SELECT agentidp.set_allowed_scopes(:'research', '{}');
 \set VERBOSITY default
 SELECT agentidp.register_agent(:'ta', 'Research Agent #2') <> :'research' AS new_agent;
+-- names may not start or end with any white space
+SELECT agentidp.register_agent(:'ta', E'tab\t');
+SELECT agentidp.register_agent(:'ta', 'trailing ');
 
 -- table privileges: identifiers and timestamps are the database's to set
 UPDATE agentidp.agents SET client_id = 'mine' WHERE agent_id = :'billing';
 UPDATE agentidp.agents SET tenant_id = :'ta_eu' WHERE agent_id = :'billing';
 INSERT INTO agentidp.agents (tenant_id, agent_id, name) VALUES (:'ta', gen_random_uuid(), 'x');
 DELETE FROM agentidp.agents WHERE agent_id = :'billing';
+UPDATE agentidp.agents SET updated_at = now() WHERE agent_id = :'billing';
+UPDATE agentidp.agents SET suspended_at = NULL WHERE agent_id = :'billing';
 -- constraints hold for direct writes too
 UPDATE agentidp.agents SET name = '' WHERE agent_id = :'billing';
 UPDATE agentidp.agents SET status = 'unknown' WHERE agent_id = :'billing';
+-- and so do the rules of the API: status changes keep their timestamps,
+-- and a deleted agent is final
+UPDATE agentidp.agents SET status = 'suspended' WHERE agent_id = :'billing';
+SELECT status, suspended_at IS NOT NULL AS has_suspended_at, updated_at > created_at AS updated
+FROM agentidp.agents WHERE agent_id = :'billing';
+UPDATE agentidp.agents SET status = 'active' WHERE agent_id = :'billing';
+SELECT status, suspended_at IS NULL AS suspended_at_cleared FROM agentidp.agents WHERE agent_id = :'billing';
+\set VERBOSITY terse
+UPDATE agentidp.agents SET status = 'active' WHERE agent_id = :'research';
+UPDATE agentidp.agents SET metadata = '{"revived": true}' WHERE agent_id = :'research';
+\set VERBOSITY default
+SELECT status FROM agentidp.agents WHERE agent_id = :'research';
 RESET ROLE;

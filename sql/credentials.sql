@@ -65,6 +65,10 @@ SELECT agentidp.revoke_client_secret('no-such-client');
 SELECT agentidp.revoke_client_secret(:'client');
 SELECT agentidp.check_client_secret(:'client', :'secret2');
 SELECT agentidp.revoke_client_secret(:'client');
+-- revocation is final, even for direct writes
+UPDATE agentidp.client_secrets SET revoked_at = NULL WHERE agent_id = :'agent';
+SELECT count(*) AS unrevoked FROM agentidp.client_secrets
+WHERE agent_id = :'agent' AND revoked_at IS NULL;
 
 -- expiry: bad intervals, then an expired secret
 SELECT * FROM agentidp.create_client_secret(:'agent', '0 seconds');
@@ -90,9 +94,12 @@ SELECT * FROM agentidp.create_client_secret(:'agent');
 SELECT agentidp.reactivate_agent(:'agent');
 SELECT agentidp.check_client_secret(:'client', :'secret4') = :'agent' AS works_again;
 
--- a suspended tenant's agents do not authenticate
+-- a suspended tenant's agents do not authenticate nor get new secrets
 UPDATE agentidp.tenants SET status = 'suspended' WHERE tenant_id = :'ta';
 SELECT agentidp.check_client_secret(:'client', :'secret4');
+\set VERBOSITY terse
+SELECT * FROM agentidp.create_client_secret(:'agent');
+\set VERBOSITY default
 UPDATE agentidp.tenants SET status = 'active' WHERE tenant_id = :'ta';
 SELECT agentidp.check_client_secret(:'client', :'secret4') = :'agent' AS works_again;
 
@@ -102,8 +109,15 @@ SELECT count(*) FROM agentidp.client_secrets
 WHERE agent_id = :'agent' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now());
 SELECT * FROM agentidp.create_client_secret(:'agent');
 
--- deleting the agent revokes every credential
-SELECT agentidp.delete_agent(:'agent');
+-- a revocation written directly is dated by the database
+SELECT secret_id AS direct_id FROM agentidp.client_secrets
+WHERE agent_id = :'agent' AND revoked_at IS NULL LIMIT 1 \gset
+UPDATE agentidp.client_secrets SET revoked_at = '2000-01-01' WHERE secret_id = :'direct_id';
+SELECT revoked_at > now() - interval '1 minute' AS dated_now FROM agentidp.client_secrets
+WHERE secret_id = :'direct_id';
+
+-- deleting the agent, even by a direct update, revokes every credential
+UPDATE agentidp.agents SET status = 'deleted' WHERE agent_id = :'agent';
 SELECT count(*) FILTER (WHERE revoked_at IS NULL) AS unrevoked FROM agentidp.client_secrets
 WHERE agent_id = :'agent';
 SELECT agentidp.check_client_secret(:'client', :'secret4');

@@ -8,7 +8,16 @@ SET agentidp.issuer_base = 'https://idp.example.com';
 SET agentidp.issuer_base = 'ftp://idp.example.com';
 SET agentidp.issuer_base = 'https://idp.example.com/';
 SET agentidp.issuer_base = 'https://idp.example.com?x=1';
+SET agentidp.issuer_base = 'https:///path';
+SET agentidp.issuer_base = 'https://idp example.com';
+SELECT set_config('agentidp.issuer_base', 'https://' || repeat('a', 182), false);
 SHOW agentidp.issuer_base;
+-- the longest base and the longest name still make a valid issuer
+SELECT set_config('agentidp.issuer_base', 'https://' || repeat('a', 181), false) IS NOT NULL AS set;
+SELECT agentidp.create_tenant(repeat('b', 63)) IS NOT NULL AS created;
+SELECT char_length(issuer) FROM agentidp.tenants WHERE name = repeat('b', 63);
+DELETE FROM agentidp.tenants WHERE name = repeat('b', 63);
+SET agentidp.issuer_base = 'https://idp.example.com';
 
 -- only superusers may change it
 SET ROLE regress_admin_a;
@@ -70,8 +79,34 @@ SELECT agentidp.add_tenant_admin('00000000-0000-0000-0000-000000000000', 'no_suc
 SELECT agentidp.add_tenant_admin('00000000-0000-0000-0000-000000000000', 'regress_admin_b');
 \set VERBOSITY default
 
--- administrators may suspend their tenant by updating it
+-- the last administrator stays, even against direct deletes
+DELETE FROM agentidp.tenant_admins WHERE tenant_id = :'ta';
+
+-- a binding follows the role's name: renamed, the role loses the tenant
+-- until it is bound again (a dropped role's reused oid inherits nothing)
+RESET ROLE;
+ALTER ROLE regress_admin_a2 RENAME TO regress_admin_a2_renamed;
+SET ROLE regress_admin_a;
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_admin_a2_renamed');
+RESET ROLE;
+ALTER ROLE regress_admin_a2_renamed RENAME TO regress_admin_a2;
+SET ROLE regress_admin_a2;
+SELECT name FROM agentidp.tenants;
+RESET ROLE;
+ALTER ROLE regress_admin_a2 RENAME TO regress_admin_a2_renamed;
+SET ROLE regress_admin_a2_renamed;
+SELECT name FROM agentidp.tenants;
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_a2_renamed');
+RESET ROLE;
+ALTER ROLE regress_admin_a2_renamed RENAME TO regress_admin_a2;
+SET ROLE regress_admin_a;
+
+-- administrators may suspend their tenant by updating it; the database
+-- keeps updated_at
+SELECT updated_at AS before_update FROM agentidp.tenants WHERE tenant_id = :'ta_eu' \gset
 UPDATE agentidp.tenants SET status = 'suspended' WHERE tenant_id = :'ta_eu';
+SELECT updated_at > :'before_update' AS updated_at_moved FROM agentidp.tenants WHERE tenant_id = :'ta_eu';
+UPDATE agentidp.tenants SET updated_at = now() WHERE tenant_id = :'ta_eu';
 UPDATE agentidp.tenants SET status = 'gone' WHERE tenant_id = :'ta_eu';
 UPDATE agentidp.tenants SET name = 'renamed' WHERE tenant_id = :'ta_eu';
 SELECT name, status FROM agentidp.tenants WHERE tenant_id = :'ta_eu';

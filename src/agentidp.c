@@ -35,30 +35,43 @@ char	   *agentidp_issuer_base = NULL;
 /*
  * The issuer base is the public URL prefix of the HTTP front; a tenant's
  * default issuer is <base>/t/<tenant name>.  Issuers end up in every token's
- * "iss" claim, so only an absolute http(s) URL with no query, fragment or
- * trailing slash is accepted (RFC 8414 section 2).
+ * "iss" claim, so the base must be an absolute http(s) URL with a host, no
+ * query, fragment, white space, control character or trailing slash (RFC
+ * 8414 section 2).  189 characters leave room for "/t/" and a 63-character
+ * tenant name within the 255 allowed for an issuer.
  */
+#define ISSUER_BASE_MAX_LEN 189
+
 static bool
 check_issuer_base(char **newval, void **extra, GucSource source)
 {
 	const char *v = *newval;
-	const char *rest;
+	const char *host;
 
 	if (v == NULL)
 		return true;
 	if (strncmp(v, "https://", 8) == 0)
-		rest = v + 8;
+		host = v + 8;
 	else if (strncmp(v, "http://", 7) == 0)
-		rest = v + 7;
+		host = v + 7;
 	else
 	{
 		GUC_check_errdetail("agentidp.issuer_base must start with \"https://\" or \"http://\".");
 		return false;
 	}
-	if (*rest == '\0' || strpbrk(rest, "?# \t\r\n") != NULL ||
-		v[strlen(v) - 1] == '/' || strlen(v) > 200)
+	for (const char *p = v; *p; p++)
 	{
-		GUC_check_errdetail("agentidp.issuer_base must be a URL of at most 200 characters with a host, no query, no fragment and no trailing slash.");
+		if ((unsigned char) *p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
+		{
+			GUC_check_errdetail("agentidp.issuer_base must not contain white space, control characters, a query or a fragment.");
+			return false;
+		}
+	}
+	if (*host == '\0' || *host == '/' || v[strlen(v) - 1] == '/' ||
+		strlen(v) > ISSUER_BASE_MAX_LEN)
+	{
+		GUC_check_errdetail("agentidp.issuer_base must be a URL of at most %d characters with a host and no trailing slash.",
+							ISSUER_BASE_MAX_LEN);
 		return false;
 	}
 	return true;

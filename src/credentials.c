@@ -3,8 +3,8 @@
  * credentials.c
  *	  Client secrets: their format, generation from OpenSSL's RNG, the hash
  *	  stored at rest, and the constant-time check.  This file alone knows
- *	  how a secret maps to its stored hash.  Rows are written by SQL
- *	  (agentidp.create_client_secret); public-key credentials are tokens'.
+ *	  how a secret maps to its stored hash.  Revocation is plain SQL in
+ *	  agentidp--*.sql; public-key credentials belong to the token service.
  *
  * IDENTIFICATION
  *	  src/credentials.c
@@ -161,10 +161,11 @@ agentidp_create_client_secret(PG_FUNCTION_ARGS)
 	argtypes[0] = UUIDOID;
 	args[0] = agent_id;
 	(void) agentidp_run_plan(&lock_agent_plan,
-							 "SELECT tenant_id, client_id, status "
-							 "FROM agentidp.agents "
-							 "WHERE agent_id = $1 AND status <> 'deleted' "
-							 "FOR NO KEY UPDATE",
+							 "SELECT a.tenant_id, a.client_id, a.status, t.status "
+							 "FROM agentidp.agents a "
+							 "JOIN agentidp.tenants t ON t.tenant_id = a.tenant_id "
+							 "WHERE a.agent_id = $1 AND a.status <> 'deleted' "
+							 "FOR NO KEY UPDATE OF a",
 							 1, argtypes, args, NULL, false, 1);
 	if (SPI_processed == 0)
 		agent_not_found(agent_id);
@@ -172,6 +173,13 @@ agentidp_create_client_secret(PG_FUNCTION_ARGS)
 												SPI_tuptable->tupdesc, 1, &isnull),
 								  false, sizeof(pg_uuid_t));
 	client_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+	if (strcmp(status, "active") != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("tenant is suspended"),
+				errdetail("The tenant of agent \"%s\" is suspended.",
+						  DatumGetCString(DirectFunctionCall1(uuid_out, agent_id))));
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	if (strcmp(status, "active") != 0)
 		ereport(ERROR,
@@ -255,9 +263,12 @@ authentication_failed(void)
  *
  * The agent id when the secret is one of the client's current secrets and
  * both the agent and its tenant are active.  SECURITY DEFINER: callers may
- * not read secret hashes.  The presented secret is hashed whether or not the
- * client exists, and every candidate hash is compared in full, so timing
- * does not separate an unknown client from a wrong secret.
+ * not read secret hashes.  Every candidate hash is compared in full with
+ * CRYPTO_memcmp, so timing says nothing about how much of a secret was
+ * right.  The presented secret is hashed and compared once even when the
+ * client is unknown; the index lookup itself still differs a little in time
+ * between a known and an unknown client_id, which is public information
+ * anyway (it appears in every access token).
  */
 Datum
 agentidp_check_client_secret(PG_FUNCTION_ARGS)

@@ -37,7 +37,10 @@ static SPIPlanPtr admin_tenants_plan = NULL;
  *
  * The tenants bound (agentidp.tenant_admins) to a role whose privileges the
  * caller has, directly or through role membership.  Every row-level
- * security policy of the extension is keyed on this set.
+ * security policy of the extension is keyed on this set.  A binding counts
+ * only while the role's oid still carries the name it had when bound: role
+ * oids are not pinned by any dependency, and one may be reused after DROP
+ * ROLE.
  */
 Datum
 agentidp_admin_tenants(PG_FUNCTION_ARGS)
@@ -55,8 +58,12 @@ agentidp_admin_tenants(PG_FUNCTION_ARGS)
 	SPI_connect();
 	agentidp_become_owner(&oc);
 	(void) agentidp_run_plan(&admin_tenants_plan,
-							 "SELECT tenant_id FROM agentidp.tenant_admins "
-							 "WHERE pg_catalog.pg_has_role($1, member::pg_catalog.oid, 'USAGE')",
+							 "SELECT DISTINCT a.tenant_id "
+							 "FROM agentidp.tenant_admins a "
+							 "JOIN pg_catalog.pg_roles r "
+							 "  ON r.oid OPERATOR(pg_catalog.=) a.member::pg_catalog.oid "
+							 " AND r.rolname OPERATOR(pg_catalog.=) a.member_name "
+							 "WHERE pg_catalog.pg_has_role($1, r.oid, 'USAGE')",
 							 1, argtypes, args, NULL, true, 0);
 
 	astate = initArrayResult(UUIDOID, outer, false);
