@@ -44,8 +44,14 @@ $(shell echo '$(PG_CFLAGS) $(SHLIB_LINK)' | cmp -s - $(BUILD_FLAGS_STAMP) || \
 	echo '$(PG_CFLAGS) $(SHLIB_LINK)' > $(BUILD_FLAGS_STAMP))
 EXTRA_CLEAN = $(BUILD_FLAGS_STAMP)
 
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifeq ($(PGXS),)
+# a fresh machine: make run and make test install PostgreSQL first
+all install installcheck:
+	@echo "pg_config not found: run 'make run' (as root it installs what is missing)" >&2; exit 1
+else
 include $(PGXS)
+endif
 
 $(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/jose.h
 
