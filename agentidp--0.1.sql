@@ -582,7 +582,9 @@ $$;
 COMMENT ON FUNCTION agentidp.register_agent(uuid, text, text[], jsonb) IS
 'registers an agent in a tenant the current role administers; returns the agent id';
 
-CREATE FUNCTION agentidp.suspend_agent(agent_id uuid) RETURNS void
+-- suspend, reactivate and delete differ only in the status they set;
+-- the triggers on agents keep timestamps and revoke what deletion revokes
+CREATE FUNCTION agentidp._set_agent_status(agent_id uuid, status text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -590,45 +592,36 @@ DECLARE
 	a agentidp.agents;
 BEGIN
 	a := agentidp._visible_agent(agent_id);
-	IF a.status = 'active' THEN
-		UPDATE agentidp.agents AS x SET status = 'suspended'
+	IF a.status <> _set_agent_status.status THEN
+		UPDATE agentidp.agents AS x SET status = _set_agent_status.status
 			WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
 	END IF;
 END
 $$;
+COMMENT ON FUNCTION agentidp._set_agent_status(uuid, text) IS
+'sets the status of an agent the current role administers, if it differs';
+
+CREATE FUNCTION agentidp.suspend_agent(agent_id uuid) RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+	SELECT agentidp._set_agent_status(agent_id, 'suspended');
+END;
 COMMENT ON FUNCTION agentidp.suspend_agent(uuid) IS
 'suspends an agent: its credentials stop authenticating until it is reactivated';
 
 CREATE FUNCTION agentidp.reactivate_agent(agent_id uuid) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	a agentidp.agents;
-BEGIN
-	a := agentidp._visible_agent(agent_id);
-	IF a.status = 'suspended' THEN
-		UPDATE agentidp.agents AS x SET status = 'active'
-			WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
-	END IF;
-END
-$$;
+LANGUAGE sql
+BEGIN ATOMIC
+	SELECT agentidp._set_agent_status(agent_id, 'active');
+END;
 COMMENT ON FUNCTION agentidp.reactivate_agent(uuid) IS
 'reactivates a suspended agent';
 
 CREATE FUNCTION agentidp.delete_agent(agent_id uuid) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	a agentidp.agents;
-BEGIN
-	a := agentidp._visible_agent(agent_id);
-	-- trigger _agents_after_delete revokes credentials and roles
-	UPDATE agentidp.agents AS x SET status = 'deleted'
-		WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id;
-END
-$$;
+LANGUAGE sql
+BEGIN ATOMIC
+	SELECT agentidp._set_agent_status(agent_id, 'deleted');
+END;
 COMMENT ON FUNCTION agentidp.delete_agent(uuid) IS
 'deletes an agent: revokes all its credentials and roles and frees its name; the row is kept for the record';
 
@@ -860,6 +853,7 @@ GRANT EXECUTE ON FUNCTION
 	agentidp._visible_tenant(uuid),
 	agentidp._visible_agent(uuid),
 	agentidp._visible_role(uuid, text),
+	agentidp._set_agent_status(uuid, text),
 	agentidp._insert_tenant(text, text),
 	agentidp.create_tenant(text, text),
 	agentidp.add_tenant_admin(uuid, regrole),
