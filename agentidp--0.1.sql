@@ -330,8 +330,9 @@ COMMENT ON FUNCTION agentidp._touch_updated_at() IS
 CREATE TRIGGER tenants_before_update BEFORE UPDATE ON agentidp.tenants
 	FOR EACH ROW EXECUTE FUNCTION agentidp._touch_updated_at();
 
--- a binding records the role's name, checked by admin_tenants()
-CREATE FUNCTION agentidp._tenant_admins_before_insert() RETURNS trigger
+-- a binding records the role's true name, checked by admin_tenants(); on
+-- UPDATE too, so re-binding a renamed role can refresh it and nothing else
+CREATE FUNCTION agentidp._tenant_admins_record_name() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -344,22 +345,27 @@ BEGIN
 	RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION agentidp._tenant_admins_before_insert() IS
-'trigger: records the name of a role bound to a tenant';
-CREATE TRIGGER tenant_admins_before_insert BEFORE INSERT ON agentidp.tenant_admins
-	FOR EACH ROW EXECUTE FUNCTION agentidp._tenant_admins_before_insert();
+COMMENT ON FUNCTION agentidp._tenant_admins_record_name() IS
+'trigger: records the current name of a role bound to a tenant';
+CREATE TRIGGER tenant_admins_record_name BEFORE INSERT OR UPDATE ON agentidp.tenant_admins
+	FOR EACH ROW EXECUTE FUNCTION agentidp._tenant_admins_record_name();
 
--- while a tenant exists, someone administers it
+-- while a tenant exists, someone administers it.  SECURITY DEFINER: the
+-- rule is global, and under row-level security a deleter who has just
+-- removed its own binding would no longer see the tenant nor its admins.
 CREATE FUNCTION agentidp._tenant_admins_before_delete() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	-- the tenant row lock serialises concurrent removals of its admins; a
 	-- tenant being deleted (cascade) is gone already and needs no admin
 	PERFORM FROM agentidp.tenants AS t WHERE t.tenant_id = OLD.tenant_id FOR NO KEY UPDATE;
+	-- only live bindings count (see admin_tenants() in src/tenants.c)
 	IF FOUND AND NOT EXISTS (
 		SELECT FROM agentidp.tenant_admins AS a
+		JOIN pg_catalog.pg_roles AS r ON r.oid = a.member::oid AND r.rolname = a.member_name
 		WHERE a.tenant_id = OLD.tenant_id AND a.member <> OLD.member) THEN
 		RAISE EXCEPTION 'cannot remove the last administrator of a tenant'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -369,7 +375,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION agentidp._tenant_admins_before_delete() IS
-'trigger: refuses to remove the last administrator of an existing tenant';
+'trigger: refuses to remove the last live administrator binding of an existing tenant';
 CREATE TRIGGER tenant_admins_before_delete BEFORE DELETE ON agentidp.tenant_admins
 	FOR EACH ROW EXECUTE FUNCTION agentidp._tenant_admins_before_delete();
 
@@ -521,9 +527,11 @@ AS $$
 BEGIN
 	PERFORM agentidp._visible_tenant(tenant_id);
 	PERFORM agentidp._require(member IS NOT NULL, '22004', 'member must not be null');
+	-- binding again refreshes the recorded name of a renamed role
 	INSERT INTO agentidp.tenant_admins AS t (tenant_id, member)
 		VALUES (add_tenant_admin.tenant_id, add_tenant_admin.member)
-		ON CONFLICT ON CONSTRAINT tenant_admins_pkey DO NOTHING;
+		ON CONFLICT ON CONSTRAINT tenant_admins_pkey
+		DO UPDATE SET member_name = EXCLUDED.member_name;
 END
 $$;
 COMMENT ON FUNCTION agentidp.add_tenant_admin(uuid, regrole) IS
@@ -828,7 +836,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA agentidp FROM PUBLIC;
 GRANT USAGE ON SCHEMA agentidp TO agentidp_admin, agentidp_service;
 
 GRANT SELECT, UPDATE (status, settings) ON agentidp.tenants TO agentidp_admin;
-GRANT SELECT, INSERT (tenant_id, member), DELETE ON agentidp.tenant_admins TO agentidp_admin;
+GRANT SELECT, INSERT (tenant_id, member), UPDATE (member_name), DELETE ON agentidp.tenant_admins TO agentidp_admin;
 GRANT SELECT, INSERT (tenant_id, name, allowed_scopes, metadata),
 	UPDATE (name, status, allowed_scopes, metadata)
 	ON agentidp.agents TO agentidp_admin;

@@ -79,8 +79,13 @@ SELECT agentidp.add_tenant_admin('00000000-0000-0000-0000-000000000000', 'no_suc
 SELECT agentidp.add_tenant_admin('00000000-0000-0000-0000-000000000000', 'regress_admin_b');
 \set VERBOSITY default
 
--- the last administrator stays, even against direct deletes
+-- the last administrator stays, even against direct deletes, and even
+-- when one statement removes the deleter's own binding first
 DELETE FROM agentidp.tenant_admins WHERE tenant_id = :'ta';
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_admin_b');
+DELETE FROM agentidp.tenant_admins WHERE tenant_id = :'ta';
+SELECT member FROM agentidp.tenant_admins WHERE tenant_id = :'ta' ORDER BY member::text;
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_b');
 
 -- a binding follows the role's name: renamed, the role loses the tenant
 -- until it is bound again (a dropped role's reused oid inherits nothing)
@@ -96,6 +101,37 @@ RESET ROLE;
 ALTER ROLE regress_admin_a2 RENAME TO regress_admin_a2_renamed;
 SET ROLE regress_admin_a2_renamed;
 SELECT name FROM agentidp.tenants;
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_a2_renamed');
+-- renamed while bound: inert until bound again under the new name
+RESET ROLE;
+ALTER ROLE regress_admin_a2_renamed RENAME TO regress_admin_a2;
+SET ROLE regress_admin_a;
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_admin_a2');
+RESET ROLE;
+ALTER ROLE regress_admin_a2 RENAME TO regress_admin_a2_renamed;
+SET ROLE regress_admin_a2_renamed;
+SELECT name FROM agentidp.tenants;
+SET ROLE regress_admin_a;
+-- an inert binding does not count as an administrator either
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_a');
+-- and only the role's true name can be recorded
+UPDATE agentidp.tenant_admins SET member_name = 'regress_admin_a' WHERE tenant_id = :'ta';
+SELECT member, member_name FROM agentidp.tenant_admins WHERE tenant_id = :'ta' ORDER BY member::text;
+SET ROLE regress_admin_a2_renamed;
+SELECT name FROM agentidp.tenants;
+SET ROLE regress_admin_a;
+SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_a2_renamed');
+RESET ROLE;
+ALTER ROLE regress_admin_a2_renamed RENAME TO regress_admin_a2;
+SET ROLE regress_admin_a;
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_admin_a2');
+RESET ROLE;
+ALTER ROLE regress_admin_a2 RENAME TO regress_admin_a2_renamed;
+SET ROLE regress_admin_a;
+SELECT agentidp.add_tenant_admin(:'ta', 'regress_admin_a2_renamed');
+SET ROLE regress_admin_a2_renamed;
+SELECT name FROM agentidp.tenants;
+SET ROLE regress_admin_a;
 SELECT agentidp.remove_tenant_admin(:'ta', 'regress_admin_a2_renamed');
 RESET ROLE;
 ALTER ROLE regress_admin_a2_renamed RENAME TO regress_admin_a2;
