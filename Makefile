@@ -14,6 +14,8 @@ OBJS = \
 	src/agentidp.o \
 	src/credentials.o \
 	src/jose.o \
+	src/jose_json.o \
+	src/jwk.o \
 	src/tenants.o
 
 DATA = agentidp--0.1.sql
@@ -53,7 +55,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/jose.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/jose.h src/jwk.h
 
 .PHONY: run test stop deps tap isolationcheck
 

@@ -826,6 +826,44 @@ COMMENT ON FUNCTION agentidp.effective_scopes(uuid) IS
 'the scopes an agent may be granted: its allowed scopes and those of its roles, sorted';
 
 /*
+ * JOSE (src/jose.c, src/jose_json.c, src/jwk.c): pure functions, no table
+ * access.
+ */
+CREATE FUNCTION agentidp.jws_sign(payload jsonb, private_jwk jsonb, header jsonb DEFAULT '{}')
+RETURNS text
+LANGUAGE c VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_jws_sign';
+COMMENT ON FUNCTION agentidp.jws_sign(jsonb, jsonb, jsonb) IS
+'signs a JSON payload as a compact JWS with a private JWK (ES256, RS256, PS256, EdDSA, HS256)';
+
+CREATE FUNCTION agentidp.jws_verify(token text, jwks jsonb, algorithms text[])
+RETURNS jsonb
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_jws_verify';
+COMMENT ON FUNCTION agentidp.jws_verify(text, jsonb, text[]) IS
+'verifies a compact JWS against a key set and an algorithm allowlist and returns its payload; raises 22023 (malformed) or 28000 (not trusted)';
+
+CREATE FUNCTION agentidp.jwk_thumbprint(jwk jsonb) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_jwk_thumbprint_sql';
+COMMENT ON FUNCTION agentidp.jwk_thumbprint(jsonb) IS
+'the RFC 7638 thumbprint of a JWK (base64url SHA-256)';
+
+CREATE FUNCTION agentidp.generate_jwk(alg text) RETURNS jsonb
+LANGUAGE c VOLATILE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_generate_jwk';
+COMMENT ON FUNCTION agentidp.generate_jwk(text) IS
+'a new private JWK for ES256, RS256, PS256, EdDSA or HS256; superusers only, since it returns private key material';
+
+CREATE FUNCTION agentidp._verify_signature(alg text, jwk jsonb, message bytea,
+										   signature bytea, der boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_verify_signature';
+COMMENT ON FUNCTION agentidp._verify_signature(text, jsonb, bytea, bytea, boolean) IS
+'the signature check of jws_verify on raw bytes, for test vectors; superusers only';
+
+/*
  * Privileges.  Functions are SECURITY INVOKER unless noted, so row-level
  * security decides what each caller sees.  Column privileges keep secret
  * hashes unreadable and let no role insert a secret of its own choosing.
@@ -881,4 +919,11 @@ GRANT EXECUTE ON FUNCTION
 	TO agentidp_admin;
 
 GRANT EXECUTE ON FUNCTION agentidp.check_client_secret(text, text)
+	TO agentidp_admin, agentidp_service;
+
+-- generate_jwk and _verify_signature stay with superusers
+GRANT EXECUTE ON FUNCTION
+	agentidp.jws_sign(jsonb, jsonb, jsonb),
+	agentidp.jws_verify(text, jsonb, text[]),
+	agentidp.jwk_thumbprint(jsonb)
 	TO agentidp_admin, agentidp_service;

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * jose.h
- *	  What other parts use of jose.c: base64url (RFC 4648 section 5).
+ *	  What other parts use of jose.c and jose_json.c: base64url (RFC 4648
+ *	  section 5), strict JSON, JWS compact serialization.
  *
  * IDENTIFICATION
  *	  src/jose.h
@@ -18,5 +19,23 @@ extern void agentidp_b64url_encode(const unsigned char *src, size_t len,
 								   char *dst);
 extern bool agentidp_b64url_decode(const char *src, size_t len,
 								   unsigned char *dst, size_t *dstlen);
+
+/*
+ * Strict JSON (jose_json.c).  Limits: a token is at most
+ * AGENTIDP_JWS_MAX_LEN bytes before decoding; its JSON nests at most
+ * AGENTIDP_JSON_MAX_DEPTH deep, holds at most AGENTIDP_JSON_MAX_VALUES
+ * values and AGENTIDP_JSON_MAX_MEMBERS members per object.
+ */
+#define AGENTIDP_JWS_MAX_LEN		16384
+#define AGENTIDP_JSON_MAX_DEPTH		32
+#define AGENTIDP_JSON_MAX_VALUES	4096
+#define AGENTIDP_JSON_MAX_MEMBERS	256
+
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+
+extern Jsonb *agentidp_json_parse_strict(const char *json, int len,
+										 const char *what);
+extern void agentidp_json_compact(StringInfo out, Jsonb *jb);
 
 #endif							/* AGENTIDP_JOSE_H */
