@@ -54,10 +54,10 @@
 #define KID_MAX_BYTES		256
 
 /*
- * No member we use is longer than an RSA modulus; the cap keeps a huge
- * member from costing a large allocation before it is refused.  Larger
- * than RSA_MAX_BITS so that an oversized modulus still gets the clearer
- * "key size" error.
+ * Members are decoded into palloc'd memory; the cap keeps a huge member
+ * from costing a large allocation before it is refused.  It is far above
+ * the 512 bytes of an RSA-4096 modulus, so that an oversized modulus still
+ * gets the clearer "key size" error, and leaves HMAC secrets room to spare.
  */
 #define MEMBER_MAX_BYTES	8192
 #define MEMBER_MAX_CHARS	AGENTIDP_B64URL_LEN(MEMBER_MAX_BYTES)
@@ -94,7 +94,9 @@ static const char *const rsa_private_params[RSA_PRIVATE_COUNT] = {
 };
 
 /* RFC 7638 section 3.2: the required members, in lexicographic order */
-static const char *const ec_thumbprint_members[] = {"crv", "kty", "x", "y", NULL};
+static const char *const ec_thumbprint_members[] = {
+	"crv", "kty", "x", "y", NULL
+};
 static const char *const rsa_thumbprint_members[] = {"e", "kty", "n", NULL};
 static const char *const okp_thumbprint_members[] = {"crv", "kty", "x", NULL};
 static const char *const oct_thumbprint_members[] = {"k", "kty", NULL};
@@ -186,7 +188,8 @@ parse_kty(const JsonbValue *kty)
 
 static void
 pg_attribute_noreturn()
-unsupported_curve(const JsonbValue *crv, const char *kty, const char *supported)
+unsupported_curve(const JsonbValue *crv, const char *kty,
+				  const char *supported)
 {
 	ereport(ERROR,
 			errcode(ERRCODE_INVALID_PARAMETER_VALUE),
