@@ -21,7 +21,7 @@ OBJS = \
 DATA = agentidp--0.1.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose_vectors
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race
