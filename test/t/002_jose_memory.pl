@@ -1,0 +1,100 @@
+# Scenario: one backend signs and verifies 100,000 tokens, then fails
+# 20,000 times on error paths that hold OpenSSL objects (a key imported,
+# then a refused header; a bad signature).  Its resident memory must not
+# grow: every OpenSSL object is freed on every path.  A leak of even 50
+# bytes a call would show as 5 MB.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use AgentidpNode;
+
+# the sanitizers keep freed memory in quarantine: RSS means nothing there
+plan skip_all => 'resident memory is not meaningful under the sanitizers'
+  if ($ENV{AGENTIDP_SERVER_ENV} // '') ne '';
+
+my $node = PostgreSQL::Test::Cluster->new('memory');
+$node->init;
+AgentidpNode::start($node);
+$node->safe_psql('postgres', 'CREATE EXTENSION agentidp');
+
+my $bg = $node->background_psql('postgres');
+my $pid = $bg->query_safe('SELECT pg_backend_pid()');
+$bg->query_safe(
+	"CREATE TEMP TABLE k AS SELECT agentidp.generate_jwk(a) AS jwk, a AS alg
+	 FROM unnest('{ES256,RS256,EdDSA}'::text[]) a");
+
+sub rss_kb
+{
+	open my $fh, '<', "/proc/$pid/status" or die "no /proc/$pid/status: $!";
+	while (<$fh>)
+	{
+		return $1 if /^VmRSS:\s+(\d+)\s+kB/;
+	}
+	die 'no VmRSS';
+}
+
+sub sign_verify
+{
+	my ($n) = @_;
+	# the key is imported for every sign, and once a query for verify
+	return $bg->query_safe(
+		"SELECT count(agentidp.jws_verify(agentidp.jws_sign(jsonb_build_object('i', i), k.jwk),
+										  k.jwk, ARRAY[k.alg]))
+		 FROM generate_series(1, $n) i, k WHERE k.alg = 'ES256'");
+}
+
+sub failures
+{
+	my ($n) = @_;
+	return $bg->query_safe(
+		"DO \$\$
+		 DECLARE
+			key jsonb := (SELECT jwk FROM k WHERE alg = 'ES256');
+			bad text := agentidp.jws_sign('{}', key) || 'A';
+		 BEGIN
+			FOR i IN 1..$n LOOP
+				BEGIN
+					PERFORM agentidp.jws_sign('{}', key, '{\"jku\": \"x\"}');
+				EXCEPTION WHEN invalid_parameter_value THEN NULL;
+				END;
+				BEGIN
+					PERFORM agentidp.jws_verify(bad, key, '{ES256}');
+				EXCEPTION WHEN invalid_authorization_specification THEN NULL;
+				END;
+			END LOOP;
+		 END \$\$");
+}
+
+# warm up caches and allocator arenas first
+sign_verify(10000);
+failures(2000);
+my $before = rss_kb();
+
+is(sign_verify(100000), '100000', '100,000 tokens signed and verified');
+my $after = rss_kb();
+cmp_ok($after - $before, '<', 2048,
+	"sign+verify: RSS grew by less than 2 MB ($before kB -> $after kB)");
+
+failures(20000);
+my $after_errors = rss_kb();
+cmp_ok($after_errors - $after, '<', 2048,
+	"error paths: RSS grew by less than 2 MB ($after kB -> $after_errors kB)");
+
+# RS256 and EdDSA take the same paths with other key types
+foreach my $alg ('RS256', 'EdDSA')
+{
+	my $start = rss_kb();
+	is( $bg->query_safe(
+			"SELECT count(agentidp.jws_verify(agentidp.jws_sign('{}', k.jwk), k.jwk, ARRAY[k.alg]))
+			 FROM generate_series(1, 20000), k WHERE k.alg = '$alg'"),
+		'20000', "$alg: 20,000 tokens signed and verified");
+	cmp_ok(rss_kb() - $start, '<', 2048, "$alg: RSS grew by less than 2 MB");
+}
+
+$bg->quit;
+$node->stop;
+done_testing();
