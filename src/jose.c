@@ -53,21 +53,25 @@ agentidp_b64url_encode(const unsigned char *src, size_t len, char *dst)
 	*p = '\0';
 }
 
-static int
-b64url_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
+/* the value of each base64url character, -1 for every other byte */
+static const int8 b64url_values[256] = {
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+	-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
 
 /*
  * Decode unpadded base64url.  Rejects padding, characters outside the
@@ -88,7 +92,7 @@ agentidp_b64url_decode(const char *src, size_t len, unsigned char *dst,
 		return false;
 	for (size_t i = 0; i < len; i++)
 	{
-		int			v = b64url_value(src[i]);
+		int			v = b64url_values[(unsigned char) src[i]];
 
 		if (v < 0)
 			return false;
@@ -288,18 +292,88 @@ es256_to_der(const unsigned char *rs, unsigned char *out)
 }
 
 /*
+ * An imported key with the OpenSSL contexts it has needed so far.  ES256,
+ * RS256 and PS256 hash with SHA-256 first and then run EVP_PKEY_verify or
+ * EVP_PKEY_sign on a context initialised once per key and algorithm:
+ * EVP_DigestVerifyInit on every call fetches the algorithm again and costs
+ * a fifth of an RSA verification.
+ */
+typedef struct JoseKey
+{
+	AgentidpJwk *jwk;
+	EVP_PKEY_CTX *ctx[2];		/* [0] verify, [1] sign */
+	JwsAlg		ctx_alg[2];
+} JoseKey;
+
+static void
+josekey_free(JoseKey *k)
+{
+	for (int i = 0; i < 2; i++)
+	{
+		EVP_PKEY_CTX_free(k->ctx[i]);
+		k->ctx[i] = NULL;
+	}
+	agentidp_jwk_free(k->jwk);
+}
+
+/* the context for alg, made and initialised on first use */
+static EVP_PKEY_CTX *
+prehash_ctx(JoseKey *k, JwsAlg alg, bool sign)
+{
+	EVP_PKEY_CTX *ctx = k->ctx[sign];
+	bool		ok;
+
+	if (ctx != NULL && k->ctx_alg[sign] == alg)
+		return ctx;
+	EVP_PKEY_CTX_free(ctx);
+	k->ctx[sign] = NULL;
+
+	ctx = EVP_PKEY_CTX_new(k->jwk->pkey, NULL);
+	ok = ctx != NULL &&
+		(sign ? EVP_PKEY_sign_init(ctx) : EVP_PKEY_verify_init(ctx)) == 1 &&
+		EVP_PKEY_CTX_set_signature_md(ctx, sha256()) == 1;
+	if (ok && alg == JWS_PS256)
+		ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+			EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, sha256()) == 1 &&
+			EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, 32) == 1;
+	else if (ok && alg == JWS_RS256)
+		ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1;
+	if (!ok)
+	{
+		EVP_PKEY_CTX_free(ctx);
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not initialize a signature operation"),
+				errdetail_internal("%s", agentidp_openssl_error()));
+	}
+	k->ctx[sign] = ctx;
+	k->ctx_alg[sign] = alg;
+	return ctx;
+}
+
+static void
+sha256_digest(const unsigned char *msg, size_t msglen, unsigned char *out)
+{
+	if (EVP_Digest(msg, msglen, out, NULL, sha256(), NULL) != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not compute SHA-256"),
+				errdetail_internal("%s", agentidp_openssl_error()));
+}
+
+/*
  * Verify sig over msg with key under alg.  der: sig is an ASN.1 ECDSA
  * signature rather than the JWS form (only for the test vectors of that
  * encoding).  Returns false for any mismatch; OpenSSL objects are freed
  * before any error is raised.
  */
 static bool
-verify_raw(JwsAlg alg, const AgentidpJwk *key, const unsigned char *msg,
+verify_raw(JwsAlg alg, JoseKey *k, const unsigned char *msg,
 		   size_t msglen, const unsigned char *sig, size_t siglen, bool der)
 {
-	EVP_MD_CTX *ctx;
-	EVP_PKEY_CTX *pctx = NULL;
+	const AgentidpJwk *key = k->jwk;
 	unsigned char der_sig[72];
+	unsigned char digest[32];
 	bool		ok;
 
 	if (!der && siglen != signature_length(alg, key))
@@ -322,6 +396,26 @@ verify_raw(JwsAlg alg, const AgentidpJwk *key, const unsigned char *msg,
 		return ok;
 	}
 
+	if (alg == JWS_EDDSA)
+	{
+		/* Ed25519 signs the message itself, so no context is kept */
+		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+		if (ctx == NULL ||
+			EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, key->pkey) != 1)
+		{
+			EVP_MD_CTX_free(ctx);
+			ereport(ERROR,
+					errcode(ERRCODE_INTERNAL_ERROR),
+					errmsg("could not initialize signature verification"),
+					errdetail_internal("%s", agentidp_openssl_error()));
+		}
+		ok = EVP_DigestVerify(ctx, sig, siglen, msg, msglen) == 1;
+		EVP_MD_CTX_free(ctx);
+		ERR_clear_error();
+		return ok;
+	}
+
 	if (alg == JWS_ES256 && !der)
 	{
 		int			n = es256_to_der(sig, der_sig);
@@ -331,25 +425,9 @@ verify_raw(JwsAlg alg, const AgentidpJwk *key, const unsigned char *msg,
 		sig = der_sig;
 		siglen = n;
 	}
-
-	ctx = EVP_MD_CTX_new();
-	ok = ctx != NULL &&
-		EVP_DigestVerifyInit(ctx, &pctx, alg == JWS_EDDSA ? NULL : sha256(),
-							 NULL, key->pkey) == 1;
-	if (ok && alg == JWS_PS256)
-		ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-			EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, sha256()) == 1 &&
-			EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1;
-	if (!ok)
-	{
-		EVP_MD_CTX_free(ctx);
-		ereport(ERROR,
-				errcode(ERRCODE_INTERNAL_ERROR),
-				errmsg("could not initialize signature verification"),
-				errdetail_internal("%s", agentidp_openssl_error()));
-	}
-	ok = EVP_DigestVerify(ctx, sig, siglen, msg, msglen) == 1;
-	EVP_MD_CTX_free(ctx);
+	sha256_digest(msg, msglen, digest);
+	ok = EVP_PKEY_verify(prehash_ctx(k, alg, false), sig, siglen,
+						 digest, sizeof(digest)) == 1;
 	/* a failed verification leaves errors on OpenSSL's queue */
 	ERR_clear_error();
 	return ok;
@@ -360,11 +438,10 @@ verify_raw(JwsAlg alg, const AgentidpJwk *key, const unsigned char *msg,
  * length in *siglen.
  */
 static unsigned char *
-sign_raw(JwsAlg alg, const AgentidpJwk *key, const unsigned char *msg,
+sign_raw(JwsAlg alg, JoseKey *k, const unsigned char *msg,
 		 size_t msglen, size_t *siglen)
 {
-	EVP_MD_CTX *ctx;
-	EVP_PKEY_CTX *pctx = NULL;
+	const AgentidpJwk *key = k->jwk;
 	unsigned char *out;
 	size_t		len = 0;
 	bool		ok;
@@ -384,20 +461,28 @@ sign_raw(JwsAlg alg, const AgentidpJwk *key, const unsigned char *msg,
 		return out;
 	}
 
-	ctx = EVP_MD_CTX_new();
-	ok = ctx != NULL &&
-		EVP_DigestSignInit(ctx, &pctx, alg == JWS_EDDSA ? NULL : sha256(),
-						   NULL, key->pkey) == 1;
-	if (ok && alg == JWS_PS256)
-		ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-			EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, sha256()) == 1 &&
-			EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) == 1;
-	if (ok)
-		ok = EVP_DigestSign(ctx, NULL, &len, msg, msglen) == 1;
-	out = ok ? palloc(len) : NULL;
-	if (ok)
-		ok = EVP_DigestSign(ctx, out, &len, msg, msglen) == 1;
-	EVP_MD_CTX_free(ctx);
+	if (alg == JWS_EDDSA)
+	{
+		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+		len = 64;
+		out = palloc(len);
+		ok = ctx != NULL &&
+			EVP_DigestSignInit(ctx, NULL, NULL, NULL, key->pkey) == 1 &&
+			EVP_DigestSign(ctx, out, &len, msg, msglen) == 1;
+		EVP_MD_CTX_free(ctx);
+	}
+	else
+	{
+		unsigned char digest[32];
+		EVP_PKEY_CTX *ctx = prehash_ctx(k, alg, true);
+
+		sha256_digest(msg, msglen, digest);
+		ok = EVP_PKEY_sign(ctx, NULL, &len, digest, sizeof(digest)) == 1;
+		out = ok ? palloc(len) : NULL;
+		if (ok)
+			ok = EVP_PKEY_sign(ctx, out, &len, digest, sizeof(digest)) == 1;
+	}
 	if (!ok)
 		ereport(ERROR,
 				errcode(ERRCODE_INTERNAL_ERROR),
@@ -456,6 +541,128 @@ string_member(Jsonb *jb, const char *name, const char *what)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
+/*
+ * A key set, imported once per distinct jwks (or private_jwk) argument and
+ * kept in fn_extra for the rest of the query: SELECT jws_verify(t, $1, ...)
+ * FROM tokens imports the keys once, not once a row, and keeps their
+ * OpenSSL contexts.  Everything is freed when the function's memory context
+ * goes away.
+ */
+typedef struct KeySet
+{
+	Jsonb	   *jwks;			/* a copy, to recognise the same argument */
+	int			nkeys;
+	JoseKey    *keys;
+} KeySet;
+
+static void
+keyset_free(void *arg)
+{
+	KeySet	   *ks = arg;
+
+	for (int i = 0; i < ks->nkeys; i++)
+		josekey_free(&ks->keys[i]);
+	ks->nkeys = 0;
+}
+
+static bool
+has_member(JsonbContainer *c, const char *name)
+{
+	return getKeyJsonValueFromContainer(c, name, strlen(name), NULL) != NULL;
+}
+
+static KeySet *
+keyset_get(FunctionCallInfo fcinfo, Jsonb *jwks)
+{
+	KeySet	   *ks = fcinfo->flinfo->fn_extra;
+	MemoryContext old;
+	MemoryContext cxt;
+	MemoryContextCallback *cb;
+	JsonbValue *keys;
+	JsonbValue	elem;
+	int			n;
+
+	if (ks != NULL && VARSIZE(ks->jwks) == VARSIZE(jwks) &&
+		memcmp(ks->jwks, jwks, VARSIZE(jwks)) == 0)
+		return ks;
+
+	/* a new key set: a context of its own, so the old one goes whole */
+	if (ks != NULL)
+		MemoryContextDelete(GetMemoryChunkContext(ks));
+	fcinfo->flinfo->fn_extra = NULL;
+
+	if (!JB_ROOT_IS_OBJECT(jwks))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("jwks must be a JSON object"),
+				errhint("Pass a JWK Set {\"keys\": [...]} or a single JWK."));
+
+	cxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt, "agentidp key set",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	ks = palloc0(sizeof(KeySet));
+	cb = palloc0(sizeof(MemoryContextCallback));
+	cb->func = keyset_free;
+	cb->arg = ks;
+	MemoryContextRegisterResetCallback(cxt, cb);
+	ks->jwks = palloc(VARSIZE(jwks));
+	memcpy(ks->jwks, jwks, VARSIZE(jwks));
+
+	PG_TRY();
+	{
+		keys = getKeyJsonValueFromContainer(&jwks->root, "keys", 4, NULL);
+		if (keys == NULL)
+		{
+			/* a single JWK */
+			ks->keys = palloc0(sizeof(JoseKey));
+			ks->keys[0].jwk = agentidp_jwk_import(jwks, has_member(&jwks->root, "d") ||
+											  has_member(&jwks->root, "k"));
+			ks->nkeys = 1;
+		}
+		else
+		{
+			if (keys->type != jbvBinary || !JsonContainerIsArray(keys->val.binary.data))
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("jwks member \"keys\" must be an array"));
+			n = JsonContainerSize(keys->val.binary.data);
+			if (n == 0 || n > 100)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("a key set must hold 1 to 100 keys"));
+			ks->keys = palloc0(n * sizeof(JoseKey));
+			for (int i = 0; i < n; i++)
+			{
+				JsonbValue *e = getIthJsonbValueFromContainer(keys->val.binary.data, i);
+				Jsonb	   *one;
+
+				if (e == NULL || e->type != jbvBinary ||
+					!JsonContainerIsObject(e->val.binary.data))
+					ereport(ERROR,
+							errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("every member of a key set must be a JWK object"));
+				elem = *e;
+				one = JsonbValueToJsonb(&elem);
+				/* a private JWK verifies with its public half */
+				ks->keys[i].jwk = agentidp_jwk_import(one, has_member(&one->root, "d") ||
+												  has_member(&one->root, "k"));
+				ks->nkeys = i + 1;
+			}
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	MemoryContextSwitchTo(old);
+	fcinfo->flinfo->fn_extra = ks;
+	return ks;
+}
+
 /*----------
  * agentidp.jws_sign(payload jsonb, private_jwk jsonb, header jsonb)
  *		RETURNS text
@@ -473,9 +680,21 @@ agentidp_jws_sign(PG_FUNCTION_ARGS)
 	Jsonb	   *payload;
 	Jsonb	   *jwk;
 	Jsonb	   *header = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	AgentidpJwk *volatile key = NULL;
+	JoseKey    *jk;
+	AgentidpJwk *key;
 	StringInfoData out;
 	text	   *result;
+	JsonbParseState *ps = NULL;
+	JsonbValue	k,
+				v;
+	JsonbValue *res;
+	const char *alg_name = NULL;
+	const char *kid;
+	JwsAlg		alg;
+	unsigned char *sig;
+	size_t		siglen;
+	int			input_len;
+	KeySet	   *ks;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -492,21 +711,17 @@ agentidp_jws_sign(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("JWS header must be a JSON object"));
 
-	initStringInfo(&out);
-	PG_TRY();
-	{
-		JsonbParseState *ps = NULL;
-		JsonbValue	k,
-					v;
-		JsonbValue *res;
-		const char *alg_name = NULL;
-		const char *kid;
-		JwsAlg		alg;
-		unsigned char *sig;
-		size_t		siglen;
-		int			input_len;
+	/* the signing key, imported once per query like a verification set */
+	ks = keyset_get(fcinfo, jwk);
+	if (ks->nkeys != 1 || !ks->keys[0].jwk->has_private)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("private_jwk must be one private JWK"));
+	jk = &ks->keys[0];
+	key = jk->jwk;
 
-		key = agentidp_jwk_import(jwk, true);
+	initStringInfo(&out);
+	{
 
 		/* every header member must be one we know how to write */
 		if (header != NULL)
@@ -605,140 +820,14 @@ agentidp_jws_sign(PG_FUNCTION_ARGS)
 			pfree(json.data);
 		}
 		input_len = out.len;
-		sig = sign_raw(alg, key, (unsigned char *) out.data, input_len, &siglen);
+		sig = sign_raw(alg, jk, (unsigned char *) out.data, input_len, &siglen);
 		appendStringInfoChar(&out, '.');
 		append_b64url(&out, sig, siglen);
 	}
-	PG_FINALLY();
-	{
-		agentidp_jwk_free(key);
-	}
-	PG_END_TRY();
 
 	result = cstring_to_text_with_len(out.data, out.len);
 	pfree(out.data);
 	PG_RETURN_TEXT_P(result);
-}
-
-/*
- * A verification key set, imported once per distinct jwks argument and kept
- * in fn_extra for the rest of the query: SELECT jws_verify(t, $1, ...) FROM
- * tokens imports the keys once, not once a row.  The OpenSSL keys are freed
- * when the function's memory context goes away.
- */
-typedef struct KeySet
-{
-	Jsonb	   *jwks;			/* a copy, to recognise the same argument */
-	int			nkeys;
-	AgentidpJwk **keys;
-} KeySet;
-
-static void
-keyset_free(void *arg)
-{
-	KeySet	   *ks = arg;
-
-	for (int i = 0; i < ks->nkeys; i++)
-		agentidp_jwk_free(ks->keys[i]);
-	ks->nkeys = 0;
-}
-
-static bool
-has_member(JsonbContainer *c, const char *name)
-{
-	return getKeyJsonValueFromContainer(c, name, strlen(name), NULL) != NULL;
-}
-
-static KeySet *
-keyset_get(FunctionCallInfo fcinfo, Jsonb *jwks)
-{
-	KeySet	   *ks = fcinfo->flinfo->fn_extra;
-	MemoryContext old;
-	MemoryContext cxt;
-	MemoryContextCallback *cb;
-	JsonbValue *keys;
-	JsonbValue	elem;
-	int			n;
-
-	if (ks != NULL && VARSIZE(ks->jwks) == VARSIZE(jwks) &&
-		memcmp(ks->jwks, jwks, VARSIZE(jwks)) == 0)
-		return ks;
-
-	/* a new key set: a context of its own, so the old one goes whole */
-	if (ks != NULL)
-		MemoryContextDelete(GetMemoryChunkContext(ks));
-	fcinfo->flinfo->fn_extra = NULL;
-
-	if (!JB_ROOT_IS_OBJECT(jwks))
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("jwks must be a JSON object"),
-				errhint("Pass a JWK Set {\"keys\": [...]} or a single JWK."));
-
-	cxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt, "agentidp key set",
-								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	ks = palloc0(sizeof(KeySet));
-	cb = palloc0(sizeof(MemoryContextCallback));
-	cb->func = keyset_free;
-	cb->arg = ks;
-	MemoryContextRegisterResetCallback(cxt, cb);
-	ks->jwks = palloc(VARSIZE(jwks));
-	memcpy(ks->jwks, jwks, VARSIZE(jwks));
-
-	PG_TRY();
-	{
-		keys = getKeyJsonValueFromContainer(&jwks->root, "keys", 4, NULL);
-		if (keys == NULL)
-		{
-			/* a single JWK */
-			ks->keys = palloc(sizeof(AgentidpJwk *));
-			ks->keys[0] = agentidp_jwk_import(jwks, has_member(&jwks->root, "d") ||
-											  has_member(&jwks->root, "k"));
-			ks->nkeys = 1;
-		}
-		else
-		{
-			if (keys->type != jbvBinary || !JsonContainerIsArray(keys->val.binary.data))
-				ereport(ERROR,
-						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("jwks member \"keys\" must be an array"));
-			n = JsonContainerSize(keys->val.binary.data);
-			if (n == 0 || n > 100)
-				ereport(ERROR,
-						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("a key set must hold 1 to 100 keys"));
-			ks->keys = palloc0(n * sizeof(AgentidpJwk *));
-			for (int i = 0; i < n; i++)
-			{
-				JsonbValue *e = getIthJsonbValueFromContainer(keys->val.binary.data, i);
-				Jsonb	   *one;
-
-				if (e == NULL || e->type != jbvBinary ||
-					!JsonContainerIsObject(e->val.binary.data))
-					ereport(ERROR,
-							errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							errmsg("every member of a key set must be a JWK object"));
-				elem = *e;
-				one = JsonbValueToJsonb(&elem);
-				/* a private JWK verifies with its public half */
-				ks->keys[i] = agentidp_jwk_import(one, has_member(&one->root, "d") ||
-												  has_member(&one->root, "k"));
-				ks->nkeys = i + 1;
-			}
-		}
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
-	MemoryContextSwitchTo(old);
-	fcinfo->flinfo->fn_extra = ks;
-	return ks;
 }
 
 static void pg_attribute_noreturn()
@@ -905,7 +994,7 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 	char	   *alg_name;
 	char	   *kid;
 	JwsAlg		alg;
-	AgentidpJwk *key = NULL;
+	JoseKey    *key = NULL;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -960,8 +1049,8 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 	if (kid != NULL)
 	{
 		for (int i = 0; i < ks->nkeys && key == NULL; i++)
-			if (strcmp(ks->keys[i]->kid, kid) == 0)
-				key = ks->keys[i];
+			if (strcmp(ks->keys[i].jwk->kid, kid) == 0)
+				key = &ks->keys[i];
 		if (key == NULL)
 		{
 			const char *shown = printable_or_null(kid);
@@ -971,13 +1060,13 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 		}
 	}
 	else if (ks->nkeys == 1)
-		key = ks->keys[0];
+		key = &ks->keys[0];
 	else
 		refuse("token has no \"kid\" and the key set holds more than one key", NULL);
 
-	if (!alg_fits_key(alg, key))
+	if (!alg_fits_key(alg, key->jwk))
 		refuse(psprintf("key \"%s\" cannot be used with algorithm \"%s\"",
-						key->kid, jws_algs[alg].name), NULL);
+						key->jwk->kid, jws_algs[alg].name), NULL);
 
 	if (!agentidp_b64url_decode(dot2 + 1, len - (dot2 + 1 - tok), buf, &buflen))
 		ereport(ERROR,
@@ -1014,7 +1103,7 @@ agentidp_verify_signature(PG_FUNCTION_ARGS)
 	bytea	   *sig = PG_GETARG_BYTEA_PP(3);
 	bool		der = PG_GETARG_BOOL(4);
 	JwsAlg		alg = jws_alg(alg_name);
-	AgentidpJwk *volatile key = NULL;
+	JoseKey    *volatile key = palloc0(sizeof(JoseKey));
 	bool		ok = false;
 
 	if (alg == JWS_UNKNOWN)
@@ -1023,9 +1112,9 @@ agentidp_verify_signature(PG_FUNCTION_ARGS)
 				errmsg("unsupported algorithm \"%s\"", alg_name));
 	PG_TRY();
 	{
-		key = agentidp_jwk_import(jwk, has_member(&jwk->root, "d") ||
-								  has_member(&jwk->root, "k"));
-		if (!alg_fits_key(alg, key))
+		key->jwk = agentidp_jwk_import(jwk, has_member(&jwk->root, "d") ||
+									   has_member(&jwk->root, "k"));
+		if (!alg_fits_key(alg, key->jwk))
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("key cannot be used with algorithm \"%s\"", alg_name));
@@ -1035,7 +1124,7 @@ agentidp_verify_signature(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		agentidp_jwk_free(key);
+		josekey_free(key);
 	}
 	PG_END_TRY();
 	PG_RETURN_BOOL(ok);
