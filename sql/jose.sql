@@ -59,6 +59,7 @@ SELECT agentidp.jws_verify('a.b.c', '[]', '{HS256}');
 SELECT agentidp.jws_verify('a.b.c', '{"keys":{}}', '{HS256}');
 SELECT agentidp.jws_verify('a.b.c', '{"keys":[]}', '{HS256}');
 SELECT agentidp.jws_verify('a.b.c', '{"keys":[1]}', '{HS256}');
+SELECT agentidp.jws_verify('a.b.c', jsonb_build_object('keys', jsonb_build_array(:'hs'::jsonb, :'hs'::jsonb)), '{HS256}');
 SELECT agentidp.jws_verify('a.b.c', '{"kty":"RSA","n":"AQAB","e":"AQAB"}', '{RS256}');
 
 -- structure and encoding (22023)
@@ -74,6 +75,7 @@ SELECT agentidp.jws_verify(pg_temp.raw_token(pg_temp.b64url('\x7b22616c67223a22f
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":"a\u0000b"}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":"\ud800"}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":' || repeat('[', 40) || repeat(']', 40) || '}', '{}'), :'hs', '{HS256}');
+SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":1e200000}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":1}', '{}'), :'hs', '{HS256}');
 

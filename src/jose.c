@@ -1,8 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * jose.c
- *	  JOSE building blocks.  For now: base64url without padding, strict on
- *	  decode.  Pure functions: no table access, no GUCs, no palloc.
+ *	  JWS compact serialization: base64url (strict on decode), sign and
+ *	  verify for ES256, RS256, PS256, EdDSA and HS256, and the SQL functions
+ *	  jws_sign, jws_verify, jwk_thumbprint and generate_jwk.  Pure
+ *	  functions: no table access, no GUCs.  Strict JSON is jose_json.c;
+ *	  JWK import and export are jwk.c; stored keys will be keys.c.
  *
  * IDENTIFICATION
  *	  src/jose.c
@@ -218,7 +221,10 @@ signature_length(JwsAlg alg, const AgentidpJwk *key)
 	}
 }
 
-/* a message for the logs that never repeats bytes an attacker chose */
+/*
+ * kid and alg come from the token: echo them in a message only when short
+ * and printable, so that no control character or long blob reaches a log.
+ */
 static const char *
 printable_or_null(const char *s)
 {
@@ -647,6 +653,12 @@ keyset_get(FunctionCallInfo fcinfo, Jsonb *jwks)
 				ks->keys[i].jwk = agentidp_jwk_import(one, has_member(&one->root, "d") ||
 												  has_member(&one->root, "k"));
 				ks->nkeys = i + 1;
+				/* kid picks one key: two keys under one kid would be a guess */
+				for (int d = 0; d < i; d++)
+					if (strcmp(ks->keys[d].jwk->kid, ks->keys[i].jwk->kid) == 0)
+						ereport(ERROR,
+								errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								errmsg("a key set holds two keys with the same kid"));
 			}
 		}
 	}
@@ -669,9 +681,8 @@ keyset_get(FunctionCallInfo fcinfo, Jsonb *jwks)
  *
  * The header gets "alg" (from the header, else the key's "alg", else the
  * key type's one algorithm, RS256 for RSA) and "kid" (the key's unless the
- * header names one); "typ", "cty" and "jwk" (a public key, for DPoP proofs)
- * may be given.  Nothing else: a header we would refuse to verify is not
- * worth signing.
+ * header names one); "typ", "cty" and "jwk" (a public key: DPoP proofs
+ * carry one, RFC 9449) may be given, and nothing else.
  *----------
  */
 Datum

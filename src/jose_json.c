@@ -158,7 +158,17 @@ on_scalar(void *arg, char *token, JsonTokenType type)
 			v.val.string.val = token;
 			break;
 		case JSON_TOKEN_NUMBER:
-			/* the lexer has checked the RFC 8259 number syntax already */
+			{
+				/*
+				 * The lexer has checked the RFC 8259 syntax; bound the
+				 * exponent, which numeric_in would refuse with its own
+				 * error (1e200000) or expand at length (1e-100000).
+				 */
+				const char *e = strpbrk(token, "eE");
+
+				if (e != NULL && abs(atoi(e + 1)) > 1000)
+					strict_error(sp, "has a number out of range");
+			}
 			v.type = jbvNumeric;
 			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
 																CStringGetDatum(token),
