@@ -16,12 +16,13 @@ OBJS = \
 	src/jose.o \
 	src/jose_json.o \
 	src/jwk.o \
+	src/keys.o \
 	src/tenants.o
 
 DATA = agentidp--0.1.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race
@@ -55,7 +56,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/jose.h src/jwk.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/jose.h src/jwk.h src/keys.h
 
 .PHONY: run test stop deps tap isolationcheck
 

@@ -864,6 +864,95 @@ COMMENT ON FUNCTION agentidp._verify_signature(text, jsonb, bytea, bytea, boolea
 'the signature check of jws_verify on raw bytes, for test vectors; superusers only';
 
 /*
+ * Signing keys (src/keys.c).  Private keys are stored sealed with
+ * AES-256-GCM under a key-encryption key from agentidp.kek_file, which is
+ * in no table; no role but the owner reads wrapped_key.  A key's state
+ * follows from its times (see signing_key_states).
+ */
+CREATE TABLE agentidp.signing_keys (
+	tenant_id	uuid NOT NULL REFERENCES agentidp.tenants,
+	kid			text NOT NULL,			-- the RFC 7638 thumbprint
+	alg			text NOT NULL
+				CONSTRAINT signing_keys_alg_valid CHECK (alg IN ('ES256', 'RS256', 'PS256', 'EdDSA')),
+	public_jwk	jsonb NOT NULL,
+	wrapped_key bytea NOT NULL,			-- IV || AES-256-GCM(private JWK) || tag
+	kek_id		text NOT NULL,			-- which key-encryption key sealed it
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	activates_at timestamptz NOT NULL,
+	CONSTRAINT signing_keys_pkey PRIMARY KEY (tenant_id, kid)
+);
+CREATE INDEX signing_keys_activation_idx ON agentidp.signing_keys (tenant_id, activates_at);
+COMMENT ON TABLE agentidp.signing_keys IS 'tenants'' signing keys, private halves sealed under the key-encryption key';
+SELECT pg_catalog.pg_extension_config_dump('agentidp.signing_keys', '');
+ALTER TABLE agentidp.signing_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agentidp.signing_keys FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_admin ON agentidp.signing_keys
+	USING (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]))
+	WITH CHECK (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]));
+
+/*
+ * next: published, not yet signing; active: the newest activated key;
+ * retired: replaced, and published until no token it signed can be valid
+ * (agentidp.max_token_lifetime after its successor took over).
+ */
+CREATE VIEW agentidp.signing_key_states WITH (security_invoker = true) AS
+SELECT k.tenant_id, k.kid, k.alg, k.public_jwk, k.kek_id, k.created_at, k.activates_at,
+	   CASE WHEN k.activates_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN 'next'
+			WHEN s.successor_at IS NULL THEN 'active'
+			ELSE 'retired' END AS state,
+	   s.successor_at AS retired_at,
+	   (s.successor_at IS NULL OR
+		s.successor_at OPERATOR(pg_catalog.+)
+		COALESCE(pg_catalog.current_setting('agentidp.max_token_lifetime', true), '15min')::interval
+		OPERATOR(pg_catalog.>) pg_catalog.now()) AS published
+FROM agentidp.signing_keys AS k
+LEFT JOIN LATERAL (
+	SELECT pg_catalog.min(n.activates_at) AS successor_at
+	FROM agentidp.signing_keys AS n
+	WHERE n.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
+	  AND n.activates_at OPERATOR(pg_catalog.>) k.activates_at
+	  AND n.activates_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS s ON true;
+COMMENT ON VIEW agentidp.signing_key_states IS 'each signing key with its state (next, active, retired) and whether the JWKS publishes it';
+
+CREATE FUNCTION agentidp.rotate_signing_key(tenant_id uuid, alg text DEFAULT 'ES256') RETURNS text
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_rotate_signing_key';
+COMMENT ON FUNCTION agentidp.rotate_signing_key(uuid, text) IS
+'generates a signing key for a tenant and returns its kid; the first is active at once, later ones after agentidp.key_prepublish';
+
+CREATE FUNCTION agentidp.jwks(tenant_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT jsonb_build_object('keys', COALESCE(jsonb_agg(k.public_jwk ORDER BY k.activates_at DESC), '[]'))
+	FROM agentidp.signing_key_states AS k
+	WHERE k.tenant_id = jwks.tenant_id AND k.published;
+END;
+COMMENT ON FUNCTION agentidp.jwks(uuid) IS
+'the tenant''s JWK Set: public keys that are next, active, or retired but still published';
+
+CREATE FUNCTION agentidp.rewrap_keys() RETURNS integer
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_rewrap_keys';
+COMMENT ON FUNCTION agentidp.rewrap_keys() IS
+'re-encrypts every signing key under the first key-encryption key of agentidp.kek_file; superusers only';
+
+CREATE FUNCTION agentidp._sign_with_tenant_key(tenant_id uuid, payload jsonb, header jsonb DEFAULT NULL)
+RETURNS text
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'agentidp_sign_with_tenant_key';
+COMMENT ON FUNCTION agentidp._sign_with_tenant_key(uuid, jsonb, jsonb) IS
+'a JWS signed with the tenant''s active key; for the token service, granted to nobody';
+
+CREATE FUNCTION agentidp._aes_gcm_open(key bytea, iv bytea, aad bytea, ct bytea, tag bytea)
+RETURNS bytea
+LANGUAGE c IMMUTABLE STRICT
+AS 'MODULE_PATHNAME', 'agentidp_aes_gcm_open';
+COMMENT ON FUNCTION agentidp._aes_gcm_open(bytea, bytea, bytea, bytea, bytea) IS
+'the AES-256-GCM open of the key wrap, for test vectors; superusers only';
+
+/*
  * Privileges.  Functions are SECURITY INVOKER unless noted, so row-level
  * security decides what each caller sees.  Column privileges keep secret
  * hashes unreadable and let no role insert a secret of its own choosing.
@@ -921,7 +1010,14 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION agentidp.check_client_secret(text, text)
 	TO agentidp_admin, agentidp_service;
 
--- generate_jwk and _verify_signature stay with superusers
+GRANT SELECT (tenant_id, kid, alg, public_jwk, kek_id, created_at, activates_at)
+	ON agentidp.signing_keys TO agentidp_admin;
+GRANT SELECT ON agentidp.signing_key_states TO agentidp_admin;
+GRANT EXECUTE ON FUNCTION agentidp.rotate_signing_key(uuid, text) TO agentidp_admin;
+GRANT EXECUTE ON FUNCTION agentidp.jwks(uuid) TO agentidp_admin, agentidp_service;
+
+-- generate_jwk, _verify_signature, rewrap_keys, _sign_with_tenant_key and
+-- _aes_gcm_open stay with superusers
 GRANT EXECUTE ON FUNCTION
 	agentidp.jws_sign(jsonb, jsonb, jsonb),
 	agentidp.jws_verify(text, jsonb, text[]),

@@ -63,9 +63,23 @@ log_line_prefix = '%m [%p] %q%u@%d '
 CONF
 }
 
+# The key-encryption key: 32 random bytes, readable by the server alone,
+# named in postgresql.conf.  Never in a table, never in git.
+ensure_kek() {
+	local kek="$CLUSTER_DIR/kek"
+	[ -f "$kek" ] && return 0
+	say "creating the key-encryption key $kek"
+	umask 077
+	printf 'kek1 %s\n' "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" > "$kek"
+	umask 022
+	[ "$(id -u)" -eq 0 ] && chown "$AGENTIDP_OS_USER" "$kek"
+	printf "agentidp.kek_file = '%s'\n" "$kek" >> "$PGDATA_DIR/postgresql.conf"
+}
+
 start() {
 	grant_traversal
 	[ -f "$PGDATA_DIR/PG_VERSION" ] || init_cluster
+	ensure_kek
 	if pg_running; then
 		echo "PostgreSQL already running on 127.0.0.1:$AGENTIDP_PGPORT"
 	else

@@ -96,6 +96,16 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- AES-256-GCM with 96-bit IVs and full tags, as the key wrap uses it
+INSERT INTO outcome
+SELECT 'aes_gcm_test', t ->> 'tcId', t ->> 'result',
+	   agentidp._aes_gcm_open(decode(t ->> 'key', 'hex'), decode(t ->> 'iv', 'hex'),
+							  decode(t ->> 'aad', 'hex'), decode(t ->> 'ct', 'hex'),
+							  decode(t ->> 'tag', 'hex')) IS NOT DISTINCT FROM decode(t ->> 'msg', 'hex')
+FROM jsonb_array_elements(pg_temp.vectors('wycheproof/aes_gcm_test.json') -> 'testGroups') AS g,
+	 jsonb_array_elements(g -> 'tests') AS t
+WHERE (g ->> 'keySize')::int = 256 AND (g ->> 'ivSize')::int = 96 AND (g ->> 'tagSize')::int = 128;
+
 -- whole JWS through jws_verify, allowing the key's own algorithm
 INSERT INTO outcome
 SELECT f.file, t ->> 'tcId', t ->> 'result',

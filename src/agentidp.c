@@ -31,6 +31,9 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 char	   *agentidp_issuer_base = NULL;
+char	   *agentidp_kek_file = NULL;
+int			agentidp_key_prepublish = 3600;
+int			agentidp_max_token_lifetime = 900;
 
 /*
  * The issuer base is the public URL prefix of the HTTP front; a tenant's
@@ -88,6 +91,34 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   check_issuer_base, NULL, NULL);
+
+	/* superusers alone may even read where the KEK lives */
+	DefineCustomStringVariable("agentidp.kek_file",
+							   "File holding the key-encryption keys that protect tenants' signing keys.",
+							   NULL,
+							   &agentidp_kek_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("agentidp.key_prepublish",
+							"How long a new signing key is published in the JWKS before it signs.",
+							"Resource servers that cache the JWKS see a key before any token uses it.",
+							&agentidp_key_prepublish,
+							3600, 0, 7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("agentidp.max_token_lifetime",
+							"The longest lifetime of a token signed with a tenant's key.",
+							"A retired key stays in the JWKS this long after a newer key took over.",
+							&agentidp_max_token_lifetime,
+							900, 60, 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("agentidp");
 }

@@ -16,6 +16,9 @@
 
 /* settings (GUCs), defined in agentidp.c */
 extern char *agentidp_issuer_base;
+extern char *agentidp_kek_file;
+extern int	agentidp_key_prepublish;
+extern int	agentidp_max_token_lifetime;
 
 /*
  * Switch to the owner of the extension's tables for privileged SPI work

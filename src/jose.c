@@ -675,6 +675,155 @@ keyset_get(FunctionCallInfo fcinfo, Jsonb *jwks)
 	return ks;
 }
 
+/*
+ * The compact JWS of payload under key, with the header rules of
+ * jws_sign() below.
+ */
+static text *
+sign_compact(JoseKey *jk, Jsonb *payload, Jsonb *header)
+{
+	AgentidpJwk *key = jk->jwk;
+	StringInfoData out;
+	text	   *result;
+	JsonbParseState *ps = NULL;
+	JsonbValue	k,
+				v;
+	JsonbValue *res;
+	const char *alg_name = NULL;
+	const char *kid;
+	JwsAlg		alg;
+	unsigned char *sig;
+	size_t		siglen;
+	int			input_len;
+
+	initStringInfo(&out);
+
+	/* every header member must be one we know how to write */
+	if (header != NULL)
+	{
+		JsonbIterator *it = JsonbIteratorInit(&header->root);
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			char	   *name;
+
+			if (tok != WJB_KEY)
+				continue;
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			if (strcmp(name, "alg") != 0 && strcmp(name, "kid") != 0 &&
+				strcmp(name, "typ") != 0 && strcmp(name, "cty") != 0 &&
+				strcmp(name, "jwk") != 0)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("JWS header member \"%s\" is not supported", name),
+						errhint("Supported members are alg, kid, typ, cty and jwk."));
+		}
+		alg_name = string_member(header, "alg", "header");
+	}
+	if (alg_name == NULL)
+		alg_name = key->alg;
+	if (alg_name == NULL)
+		alg_name = key->kty == AGENTIDP_KTY_EC ? "ES256" :
+			key->kty == AGENTIDP_KTY_OKP ? "EdDSA" :
+			key->kty == AGENTIDP_KTY_OCT ? "HS256" : "RS256";
+	alg = jws_alg(alg_name);
+	if (alg == JWS_UNKNOWN)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("unsupported algorithm \"%s\"", alg_name),
+				errhint("Supported algorithms are ES256, RS256, PS256, EdDSA and HS256."));
+	if (!alg_fits_key(alg, key))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("key \"%s\" cannot sign with algorithm \"%s\"", key->kid, alg_name));
+	if (header != NULL)
+	{
+		JsonbValue *pub = member(header, "jwk");
+
+		if (pub != NULL && (pub->type != jbvBinary ||
+							getKeyJsonValueFromContainer(pub->val.binary.data, "d", 1, NULL) != NULL ||
+							getKeyJsonValueFromContainer(pub->val.binary.data, "k", 1, NULL) != NULL))
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("JWS header member \"jwk\" must be a public JWK"));
+		kid = string_member(header, "kid", "header");
+		(void) string_member(header, "typ", "header");
+		(void) string_member(header, "cty", "header");
+	}
+	else
+		kid = NULL;
+	if (kid == NULL)
+		kid = key->kid;
+
+	/* the header: the caller's members, then alg and kid over them */
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	if (header != NULL)
+	{
+		JsonbIterator *it = JsonbIteratorInit(&header->root);
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+			if (tok == WJB_KEY || tok == WJB_VALUE)
+				pushJsonbValue(&ps, tok, &v);
+	}
+	k.type = jbvString;
+	k.val.string.val = "alg";
+	k.val.string.len = 3;
+	pushJsonbValue(&ps, WJB_KEY, &k);
+	v.type = jbvString;
+	v.val.string.val = (char *) jws_algs[alg].name;
+	v.val.string.len = strlen(jws_algs[alg].name);
+	pushJsonbValue(&ps, WJB_VALUE, &v);
+	k.val.string.val = "kid";
+	pushJsonbValue(&ps, WJB_KEY, &k);
+	v.val.string.val = (char *) kid;
+	v.val.string.len = strlen(kid);
+	pushJsonbValue(&ps, WJB_VALUE, &v);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+
+	{
+		StringInfoData json;
+
+		initStringInfo(&json);
+		agentidp_json_compact(&json, JsonbValueToJsonb(res));
+		append_b64url(&out, (unsigned char *) json.data, json.len);
+		appendStringInfoChar(&out, '.');
+		resetStringInfo(&json);
+		agentidp_json_compact(&json, payload);
+		append_b64url(&out, (unsigned char *) json.data, json.len);
+		pfree(json.data);
+	}
+	input_len = out.len;
+	sig = sign_raw(alg, jk, (unsigned char *) out.data, input_len, &siglen);
+	appendStringInfoChar(&out, '.');
+	append_b64url(&out, sig, siglen);
+	result = cstring_to_text_with_len(out.data, out.len);
+	pfree(out.data);
+	return result;
+}
+
+/* jws_sign for other parts: a key they hold, contexts made for this call */
+text *
+agentidp_jws_sign_key(AgentidpJwk *key, Jsonb *payload, Jsonb *header)
+{
+	JoseKey    *volatile jk = palloc0(sizeof(JoseKey));
+	text	   *result;
+
+	jk->jwk = key;
+	PG_TRY();
+	{
+		result = sign_compact(jk, payload, header);
+	}
+	PG_FINALLY();
+	{
+		for (int i = 0; i < 2; i++)
+			EVP_PKEY_CTX_free(jk->ctx[i]);
+	}
+	PG_END_TRY();
+	return result;
+}
+
 /*----------
  * agentidp.jws_sign(payload jsonb, private_jwk jsonb, header jsonb)
  *		RETURNS text
@@ -691,20 +840,6 @@ agentidp_jws_sign(PG_FUNCTION_ARGS)
 	Jsonb	   *payload;
 	Jsonb	   *jwk;
 	Jsonb	   *header = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	JoseKey    *jk;
-	AgentidpJwk *key;
-	StringInfoData out;
-	text	   *result;
-	JsonbParseState *ps = NULL;
-	JsonbValue	k,
-				v;
-	JsonbValue *res;
-	const char *alg_name = NULL;
-	const char *kid;
-	JwsAlg		alg;
-	unsigned char *sig;
-	size_t		siglen;
-	int			input_len;
 	KeySet	   *ks;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -728,117 +863,7 @@ agentidp_jws_sign(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("private_jwk must be one private JWK"));
-	jk = &ks->keys[0];
-	key = jk->jwk;
-
-	initStringInfo(&out);
-	{
-
-		/* every header member must be one we know how to write */
-		if (header != NULL)
-		{
-			JsonbIterator *it = JsonbIteratorInit(&header->root);
-			JsonbIteratorToken tok;
-
-			while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-			{
-				char	   *name;
-
-				if (tok != WJB_KEY)
-					continue;
-				name = pnstrdup(v.val.string.val, v.val.string.len);
-				if (strcmp(name, "alg") != 0 && strcmp(name, "kid") != 0 &&
-					strcmp(name, "typ") != 0 && strcmp(name, "cty") != 0 &&
-					strcmp(name, "jwk") != 0)
-					ereport(ERROR,
-							errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							errmsg("JWS header member \"%s\" is not supported", name),
-							errhint("Supported members are alg, kid, typ, cty and jwk."));
-			}
-			alg_name = string_member(header, "alg", "header");
-		}
-		if (alg_name == NULL)
-			alg_name = key->alg;
-		if (alg_name == NULL)
-			alg_name = key->kty == AGENTIDP_KTY_EC ? "ES256" :
-				key->kty == AGENTIDP_KTY_OKP ? "EdDSA" :
-				key->kty == AGENTIDP_KTY_OCT ? "HS256" : "RS256";
-		alg = jws_alg(alg_name);
-		if (alg == JWS_UNKNOWN)
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("unsupported algorithm \"%s\"", alg_name),
-					errhint("Supported algorithms are ES256, RS256, PS256, EdDSA and HS256."));
-		if (!alg_fits_key(alg, key))
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("key \"%s\" cannot sign with algorithm \"%s\"", key->kid, alg_name));
-		if (header != NULL)
-		{
-			JsonbValue *pub = member(header, "jwk");
-
-			if (pub != NULL && (pub->type != jbvBinary ||
-								getKeyJsonValueFromContainer(pub->val.binary.data, "d", 1, NULL) != NULL ||
-								getKeyJsonValueFromContainer(pub->val.binary.data, "k", 1, NULL) != NULL))
-				ereport(ERROR,
-						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("JWS header member \"jwk\" must be a public JWK"));
-			kid = string_member(header, "kid", "header");
-			(void) string_member(header, "typ", "header");
-			(void) string_member(header, "cty", "header");
-		}
-		else
-			kid = NULL;
-		if (kid == NULL)
-			kid = key->kid;
-
-		/* the header: the caller's members, then alg and kid over them */
-		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-		if (header != NULL)
-		{
-			JsonbIterator *it = JsonbIteratorInit(&header->root);
-			JsonbIteratorToken tok;
-
-			while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-				if (tok == WJB_KEY || tok == WJB_VALUE)
-					pushJsonbValue(&ps, tok, &v);
-		}
-		k.type = jbvString;
-		k.val.string.val = "alg";
-		k.val.string.len = 3;
-		pushJsonbValue(&ps, WJB_KEY, &k);
-		v.type = jbvString;
-		v.val.string.val = (char *) jws_algs[alg].name;
-		v.val.string.len = strlen(jws_algs[alg].name);
-		pushJsonbValue(&ps, WJB_VALUE, &v);
-		k.val.string.val = "kid";
-		pushJsonbValue(&ps, WJB_KEY, &k);
-		v.val.string.val = (char *) kid;
-		v.val.string.len = strlen(kid);
-		pushJsonbValue(&ps, WJB_VALUE, &v);
-		res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-
-		{
-			StringInfoData json;
-
-			initStringInfo(&json);
-			agentidp_json_compact(&json, JsonbValueToJsonb(res));
-			append_b64url(&out, (unsigned char *) json.data, json.len);
-			appendStringInfoChar(&out, '.');
-			resetStringInfo(&json);
-			agentidp_json_compact(&json, payload);
-			append_b64url(&out, (unsigned char *) json.data, json.len);
-			pfree(json.data);
-		}
-		input_len = out.len;
-		sig = sign_raw(alg, jk, (unsigned char *) out.data, input_len, &siglen);
-		appendStringInfoChar(&out, '.');
-		append_b64url(&out, sig, siglen);
-	}
-
-	result = cstring_to_text_with_len(out.data, out.len);
-	pfree(out.data);
-	PG_RETURN_TEXT_P(result);
+	PG_RETURN_TEXT_P(sign_compact(&ks->keys[0], payload, header));
 }
 
 static void pg_attribute_noreturn()

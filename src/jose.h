@@ -38,4 +38,9 @@ extern Jsonb *agentidp_json_parse_strict(const char *json, int len,
 										 const char *what);
 extern void agentidp_json_compact(StringInfo out, Jsonb *jb);
 
+/* jws_sign with a key already imported (keys.c's tenant keys) */
+struct AgentidpJwk;
+extern text *agentidp_jws_sign_key(struct AgentidpJwk *key, Jsonb *payload,
+								   Jsonb *header);
+
 #endif							/* AGENTIDP_JOSE_H */
