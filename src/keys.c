@@ -269,7 +269,7 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 	AgentidpOwnerContext oc;
 	Oid			argtypes[7] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID, BYTEAOID, TEXTOID, INT4OID};
 	Datum		args[7];
-	bool		isnull;
+	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -307,7 +307,8 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 
 		(void) n;
 		key = agentidp_jwk_import(priv, true);
-		kid = pstrdup(key->kid);
+		/* the result outlives SPI_finish(), which frees SPI's memory */
+		kid = MemoryContextStrdup(caller_cxt, key->kid);
 		pub = agentidp_jwk_export(key, false);
 		agentidp_json_compact(&plain, priv);
 		wrapped = wrap(&keks[0], DatumGetUUIDP(tenant_id), kid,
@@ -340,7 +341,6 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 							  7, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not store signing key");
 	agentidp_restore_user(&oc);
-	(void) isnull;
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(kid));
 }
