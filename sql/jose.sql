@@ -76,6 +76,7 @@ SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":"a\u0000b"}', '{}')
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":"\ud800"}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":' || repeat('[', 40) || repeat(']', 40) || '}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":1e200000}', '{}'), :'hs', '{HS256}');
+SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","x":1e4294967297}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":1}', '{}'), :'hs', '{HS256}');
 
@@ -126,6 +127,7 @@ SELECT agentidp.jws_sign('{}', :'hs', '{"jku":"https://x"}');
 SELECT agentidp.jws_sign('{}', :'hs', '{"alg":"none"}');
 SELECT agentidp.jws_sign('{}', :'hs', '{"alg":"ES256"}');
 SELECT agentidp.jws_sign('{}', :'hs', '{"jwk":{"kty":"oct","k":"AAAA"}}');
+SELECT agentidp.jws_sign('{}', :'hs', '{"jwk":[1]}');
 SELECT agentidp.jws_sign('{}', :'ec');
 
 -- keys: malformed or unsupported

@@ -742,6 +742,7 @@ sign_compact(JoseKey *jk, Jsonb *payload, Jsonb *header)
 		JsonbValue *pub = member(header, "jwk");
 
 		if (pub != NULL && (pub->type != jbvBinary ||
+							!JsonContainerIsObject(pub->val.binary.data) ||
 							getKeyJsonValueFromContainer(pub->val.binary.data, "d", 1, NULL) != NULL ||
 							getKeyJsonValueFromContainer(pub->val.binary.data, "k", 1, NULL) != NULL))
 			ereport(ERROR,

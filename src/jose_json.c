@@ -166,8 +166,19 @@ on_scalar(void *arg, char *token, JsonTokenType type)
 				 */
 				const char *e = strpbrk(token, "eE");
 
-				if (e != NULL && abs(atoi(e + 1)) > 1000)
-					strict_error(sp, "has a number out of range");
+				if (e != NULL)
+				{
+					int			digits = 0;
+					long		exponent = 0;
+
+					for (e++; *e == '+' || *e == '-'; e++)
+						;
+					/* digits counted first: no overflow, whatever the length */
+					for (; *e >= '0' && *e <= '9' && digits < 6; e++, digits++)
+						exponent = exponent * 10 + (*e - '0');
+					if (digits >= 6 || exponent > 1000)
+						strict_error(sp, "has a number out of range");
+				}
 			}
 			v.type = jbvNumeric;
 			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
