@@ -804,25 +804,39 @@ sign_compact(JoseKey *jk, Jsonb *payload, Jsonb *header)
 	return result;
 }
 
-/* jws_sign for other parts: a key they hold, contexts made for this call */
-text *
-agentidp_jws_sign_key(AgentidpJwk *key, Jsonb *payload, Jsonb *header)
+/*
+ * A signer for other parts (keys.c's cache): a key they hold, with its
+ * OpenSSL contexts kept in cxt and freed when cxt is deleted or reset.
+ */
+static void
+signer_free(void *arg)
 {
-	JoseKey    *volatile jk = palloc0(sizeof(JoseKey));
-	text	   *result;
+	JoseKey    *jk = arg;
+
+	for (int i = 0; i < 2; i++)
+	{
+		EVP_PKEY_CTX_free(jk->ctx[i]);
+		jk->ctx[i] = NULL;
+	}
+}
+
+AgentidpSigner *
+agentidp_signer_create(AgentidpJwk *key, MemoryContext cxt)
+{
+	JoseKey    *jk = MemoryContextAllocZero(cxt, sizeof(JoseKey));
+	MemoryContextCallback *cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
 
 	jk->jwk = key;
-	PG_TRY();
-	{
-		result = sign_compact(jk, payload, header);
-	}
-	PG_FINALLY();
-	{
-		for (int i = 0; i < 2; i++)
-			EVP_PKEY_CTX_free(jk->ctx[i]);
-	}
-	PG_END_TRY();
-	return result;
+	cb->func = signer_free;
+	cb->arg = jk;
+	MemoryContextRegisterResetCallback(cxt, cb);
+	return (AgentidpSigner *) jk;
+}
+
+text *
+agentidp_signer_sign(AgentidpSigner *signer, Jsonb *payload, Jsonb *header)
+{
+	return sign_compact((JoseKey *) signer, payload, header);
 }
 
 /*----------

@@ -38,9 +38,15 @@ extern Jsonb *agentidp_json_parse_strict(const char *json, int len,
 										 const char *what);
 extern void agentidp_json_compact(StringInfo out, Jsonb *jb);
 
-/* jws_sign with a key already imported (keys.c's tenant keys) */
+/*
+ * jws_sign with a key already imported (keys.c's tenant keys).  The signer
+ * keeps OpenSSL contexts in cxt; deleting cxt frees them.
+ */
 struct AgentidpJwk;
-extern text *agentidp_jws_sign_key(struct AgentidpJwk *key, Jsonb *payload,
-								   Jsonb *header);
+typedef struct AgentidpSigner AgentidpSigner;
+extern AgentidpSigner *agentidp_signer_create(struct AgentidpJwk *key,
+											  MemoryContext cxt);
+extern text *agentidp_signer_sign(AgentidpSigner *signer, Jsonb *payload,
+								  Jsonb *header);
 
 #endif							/* AGENTIDP_JOSE_H */

@@ -445,20 +445,22 @@ typedef struct CachedKey
 {
 	pg_uuid_t	tenant;
 	char		kid[64];
-	MemoryContext cxt;			/* holds jwk; deleted on eviction */
+	MemoryContext cxt;			/* holds jwk and signer; deleted on eviction */
 	AgentidpJwk *jwk;
+	AgentidpSigner *signer;
 	uint64		used;
 } CachedKey;
 
 static CachedKey key_cache[KEY_CACHE_SIZE];
 static uint64 key_cache_clock = 0;
+static SPIPlanPtr active_key_plan = NULL;
 
 /*
- * The active key of a tenant, decrypted: the cached copy when there is
- * one.  Returns a key owned by the cache; the caller must not free it.
+ * A signer for the active key of a tenant, decrypted: the cached one when
+ * there is one.  It belongs to the cache; the caller must not free it.
  */
-AgentidpJwk *
-agentidp_active_key(const pg_uuid_t *tenant_id)
+AgentidpSigner *
+agentidp_active_signer(const pg_uuid_t *tenant_id)
 {
 	Oid			argtypes[1] = {UUIDOID};
 	Datum		args[1];
@@ -476,11 +478,11 @@ agentidp_active_key(const pg_uuid_t *tenant_id)
 	args[0] = UUIDPGetDatum(tenant_id);
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	if (SPI_execute_with_args("SELECT kid, kek_id, wrapped_key FROM agentidp.signing_keys "
-							  "WHERE tenant_id = $1 AND activates_at <= now() "
-							  "ORDER BY activates_at DESC LIMIT 1",
-							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed");
+	(void) agentidp_run_plan(&active_key_plan,
+							 "SELECT kid, kek_id, wrapped_key FROM agentidp.signing_keys "
+							 "WHERE tenant_id = $1 AND activates_at <= now() "
+							 "ORDER BY activates_at DESC LIMIT 1",
+							 1, argtypes, args, NULL, true, 1);
 	agentidp_restore_user(&oc);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -496,7 +498,7 @@ agentidp_active_key(const pg_uuid_t *tenant_id)
 		{
 			key_cache[i].used = ++key_cache_clock;
 			SPI_finish();
-			return key_cache[i].jwk;
+			return key_cache[i].signer;
 		}
 
 	/* a miss: decrypt and import into the oldest slot */
@@ -528,6 +530,7 @@ agentidp_active_key(const pg_uuid_t *tenant_id)
 	PG_TRY();
 	{
 		slot->jwk = agentidp_jwk_import(jwk, true);
+		slot->signer = agentidp_signer_create(slot->jwk, slot->cxt);
 	}
 	PG_FINALLY();
 	{
@@ -539,7 +542,7 @@ agentidp_active_key(const pg_uuid_t *tenant_id)
 	strlcpy(slot->kid, kid, sizeof(slot->kid));
 	slot->used = ++key_cache_clock;
 	SPI_finish();
-	return slot->jwk;
+	return slot->signer;
 }
 
 /*
@@ -553,8 +556,8 @@ PG_FUNCTION_INFO_V1(agentidp_sign_with_tenant_key);
 Datum
 agentidp_sign_with_tenant_key(PG_FUNCTION_ARGS)
 {
-	AgentidpJwk *key = agentidp_active_key(PG_GETARG_UUID_P(0));
+	AgentidpSigner *signer = agentidp_active_signer(PG_GETARG_UUID_P(0));
 
-	PG_RETURN_TEXT_P(agentidp_jws_sign_key(key, PG_GETARG_JSONB_P(1),
-										   PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2)));
+	PG_RETURN_TEXT_P(agentidp_signer_sign(signer, PG_GETARG_JSONB_P(1),
+										  PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2)));
 }

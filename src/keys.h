@@ -13,9 +13,9 @@
 
 #include "utils/uuid.h"
 
-#include "jwk.h"
+#include "jose.h"
 
-/* the tenant's active key, decrypted; owned by a per-backend cache */
-extern AgentidpJwk *agentidp_active_key(const pg_uuid_t *tenant_id);
+/* a signer for the tenant's active key; owned by a per-backend cache */
+extern AgentidpSigner *agentidp_active_signer(const pg_uuid_t *tenant_id);
 
 #endif							/* AGENTIDP_KEYS_H */
