@@ -910,7 +910,8 @@ LEFT JOIN LATERAL (
 	SELECT pg_catalog.min(n.activates_at) AS successor_at
 	FROM agentidp.signing_keys AS n
 	WHERE n.tenant_id OPERATOR(pg_catalog.=) k.tenant_id
-	  AND n.activates_at OPERATOR(pg_catalog.>) k.activates_at
+	  -- a tie in activation goes to the higher kid, as signing does
+	  AND (n.activates_at, n.kid) OPERATOR(pg_catalog.>) (k.activates_at, k.kid)
 	  AND n.activates_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS s ON true;
 COMMENT ON VIEW agentidp.signing_key_states IS 'each signing key with its state (next, active, retired) and whether the JWKS publishes it';
 

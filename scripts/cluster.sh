@@ -67,13 +67,15 @@ CONF
 # named in postgresql.conf.  Never in a table, never in git.
 ensure_kek() {
 	local kek="$CLUSTER_DIR/kek"
-	[ -f "$kek" ] && return 0
-	say "creating the key-encryption key $kek"
-	umask 077
-	printf 'kek1 %s\n' "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" > "$kek"
-	umask 022
-	[ "$(id -u)" -eq 0 ] && chown "$AGENTIDP_OS_USER" "$kek"
-	printf "agentidp.kek_file = '%s'\n" "$kek" >> "$PGDATA_DIR/postgresql.conf"
+	if [ ! -f "$kek" ]; then
+		say "creating the key-encryption key $kek"
+		umask 077
+		printf 'kek1 %s\n' "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" > "$kek"
+		umask 022
+		[ "$(id -u)" -eq 0 ] && chown "$AGENTIDP_OS_USER" "$kek"
+	fi
+	grep -q '^agentidp.kek_file' "$PGDATA_DIR/postgresql.conf" ||
+		printf "agentidp.kek_file = '%s'\n" "$kek" >> "$PGDATA_DIR/postgresql.conf"
 }
 
 start() {

@@ -262,7 +262,7 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 	AgentidpJwk *volatile key = NULL;
 	Jsonb	   *pub = NULL;
 	StringInfoData plain;
-	bytea	   *wrapped = NULL;
+	bytea	   *volatile wrapped = NULL;
 	Kek			keks[MAX_KEKS];
 	char	   *kid = NULL;
 	int			level;
@@ -319,6 +319,9 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 		agentidp_jwk_free(key);
 		explicit_bzero(plain.data, plain.len);
 		explicit_bzero(VARDATA(priv), VARSIZE(priv) - VARHDRSZ);
+		/* on error only: on success keks[0].id is still needed below */
+		if (wrapped == NULL)
+			explicit_bzero(keks, sizeof(keks));
 	}
 	PG_END_TRY();
 
@@ -345,6 +348,46 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(kid));
 }
 
+/* rewrap every key not under kek; returns how many moved */
+static int
+rewrap_all(const Kek *kek)
+{
+	Oid			argtypes[4] = {BYTEAOID, TEXTOID, UUIDOID, TEXTOID};
+	Datum		current = CStringGetTextDatum(kek->id);
+	SPITupleTable *tt;
+	uint64		n;
+
+	if (SPI_execute_with_args("SELECT tenant_id, kid, kek_id, wrapped_key FROM agentidp.signing_keys "
+							  "WHERE kek_id <> $1 FOR UPDATE",
+							  1, &argtypes[1], &current, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		pg_uuid_t  *tenant = DatumGetUUIDP(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		char	   *kid = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+		char	   *kek_id = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+		bytea	   *old = DatumGetByteaPP(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
+		int			len;
+		char	   *plain = unwrap(tenant, kid, kek_id, old, &len);
+		bytea	   *fresh = wrap(kek, tenant, kid, (unsigned char *) plain, len);
+		Datum		args[4];
+
+		explicit_bzero(plain, len);
+		args[0] = PointerGetDatum(fresh);
+		args[1] = current;
+		args[2] = UUIDPGetDatum(tenant);
+		args[3] = CStringGetTextDatum(kid);
+		if (SPI_execute_with_args("UPDATE agentidp.signing_keys SET wrapped_key = $1, kek_id = $2 "
+								  "WHERE tenant_id = $3 AND kid = $4",
+								  4, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not rewrap signing key");
+	}
+	return (int) n;
+}
+
 /*----------
  * agentidp.rewrap_keys() RETURNS integer
  *
@@ -357,45 +400,19 @@ agentidp_rewrap_keys(PG_FUNCTION_ARGS)
 {
 	Kek			keks[MAX_KEKS];
 	int			moved = 0;
-	char	   *current;
-	Oid			argtypes[4] = {BYTEAOID, TEXTOID, UUIDOID, TEXTOID};
 
 	(void) load_keks(keks);
-	current = pstrdup(keks[0].id);
-
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT tenant_id, kid, kek_id, wrapped_key FROM agentidp.signing_keys "
-							  "WHERE kek_id <> $1 FOR UPDATE",
-							  1, &argtypes[1], (Datum[]) {CStringGetTextDatum(current)},
-							  NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed");
+	PG_TRY();
 	{
-		SPITupleTable *tt = SPI_tuptable;
-		uint64		n = SPI_processed;
-
-		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
-			pg_uuid_t  *tenant = DatumGetUUIDP(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
-			char	   *kid = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
-			char	   *kek_id = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
-			bytea	   *old = DatumGetByteaPP(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
-			int			len;
-			char	   *plain = unwrap(tenant, kid, kek_id, old, &len);
-			bytea	   *fresh = wrap(&keks[0], tenant, kid, (unsigned char *) plain, len);
-
-			explicit_bzero(plain, len);
-			if (SPI_execute_with_args("UPDATE agentidp.signing_keys SET wrapped_key = $1, kek_id = $2 "
-									  "WHERE tenant_id = $3 AND kid = $4",
-									  4, argtypes,
-									  (Datum[]) {PointerGetDatum(fresh), CStringGetTextDatum(current),
-										  UUIDPGetDatum(tenant), CStringGetTextDatum(kid)},
-									  NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not rewrap signing key");
-			moved++;
-		}
+		moved = rewrap_all(&keks[0]);
 	}
-	explicit_bzero(keks, sizeof(keks));
+	PG_FINALLY();
+	{
+		/* the KEKs leave this stack frame cleansed, on error too */
+		explicit_bzero(keks, sizeof(keks));
+	}
+	PG_END_TRY();
 	SPI_finish();
 	PG_RETURN_INT32(moved);
 }
@@ -481,7 +498,7 @@ agentidp_active_signer(const pg_uuid_t *tenant_id)
 	(void) agentidp_run_plan(&active_key_plan,
 							 "SELECT kid, kek_id, wrapped_key FROM agentidp.signing_keys "
 							 "WHERE tenant_id = $1 AND activates_at <= now() "
-							 "ORDER BY activates_at DESC LIMIT 1",
+							 "ORDER BY activates_at DESC, kid DESC LIMIT 1",
 							 1, argtypes, args, NULL, true, 1);
 	agentidp_restore_user(&oc);
 	if (SPI_processed == 0)
@@ -519,11 +536,11 @@ agentidp_active_signer(const pg_uuid_t *tenant_id)
 		if (slot == NULL || key_cache[i].used < slot->used)
 			slot = &key_cache[i];
 	if (slot->jwk != NULL)
-	{
 		agentidp_jwk_free(slot->jwk);
-		slot->jwk = NULL;
+	slot->jwk = NULL;
+	slot->signer = NULL;
+	if (slot->cxt != NULL)
 		MemoryContextDelete(slot->cxt);
-	}
 	slot->cxt = AllocSetContextCreate(TopMemoryContext, "agentidp signing key",
 									  ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(slot->cxt);
@@ -556,8 +573,18 @@ PG_FUNCTION_INFO_V1(agentidp_sign_with_tenant_key);
 Datum
 agentidp_sign_with_tenant_key(PG_FUNCTION_ARGS)
 {
-	AgentidpSigner *signer = agentidp_active_signer(PG_GETARG_UUID_P(0));
+	AgentidpSigner *signer;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("tenant_id and payload must not be null"));
+	if (!JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(1)) ||
+		(!PG_ARGISNULL(2) && !JB_ROOT_IS_OBJECT(PG_GETARG_JSONB_P(2))))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("JWS payload and header must be JSON objects"));
+	signer = agentidp_active_signer(PG_GETARG_UUID_P(0));
 	PG_RETURN_TEXT_P(agentidp_signer_sign(signer, PG_GETARG_JSONB_P(1),
 										  PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2)));
 }
