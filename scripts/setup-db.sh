@@ -28,7 +28,9 @@ if [ ! -s "$creds" ]; then
 SELECT agentidp.create_tenant('demo') AS tenant_id \gset
 SELECT agentidp.register_agent(:'tenant_id', 'demo-agent', '{read,write}',
                                '{"purpose": "make run demo"}') AS agent_id \gset
+SELECT agentidp.rotate_signing_key(:'tenant_id') AS kid \gset
 SELECT 'tenant_id', :'tenant_id';
+SELECT 'signing_kid', :'kid';
 SELECT 'agent_id', :'agent_id';
 SELECT 'client_id', client_id, 'client_secret', client_secret
   FROM agentidp.create_client_secret(:'agent_id');
