@@ -357,6 +357,21 @@ prehash_ctx(JoseKey *k, JwsAlg alg, bool sign)
 	return ctx;
 }
 
+/* HMAC-SHA-256 of msg under an oct key, into 32 bytes at out */
+static void
+hmac_sha256(const AgentidpJwk *key, const unsigned char *msg, size_t msglen,
+			unsigned char *out)
+{
+	unsigned int len = 0;
+
+	if (HMAC(sha256(), key->secret, key->secret_len, msg, msglen, out, &len) == NULL ||
+		len != 32)
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not compute HMAC-SHA-256"),
+				errdetail_internal("%s", agentidp_openssl_error()));
+}
+
 static void
 sha256_digest(const unsigned char *msg, size_t msglen, unsigned char *out)
 {
@@ -387,17 +402,11 @@ verify_raw(JwsAlg alg, JoseKey *k, const unsigned char *msg,
 
 	if (alg == JWS_HS256)
 	{
-		unsigned char mac[EVP_MAX_MD_SIZE];
-		unsigned int maclen = 0;
+		unsigned char mac[32];
 
-		if (HMAC(sha256(), key->secret, key->secret_len, msg, msglen,
-				 mac, &maclen) == NULL)
-			ereport(ERROR,
-					errcode(ERRCODE_INTERNAL_ERROR),
-					errmsg("could not compute HMAC-SHA-256"),
-					errdetail_internal("%s", agentidp_openssl_error()));
+		hmac_sha256(key, msg, msglen, mac);
 		/* the full tag, never a prefix the token chose the length of */
-		ok = (maclen == siglen && CRYPTO_memcmp(mac, sig, maclen) == 0);
+		ok = (siglen == sizeof(mac) && CRYPTO_memcmp(mac, sig, sizeof(mac)) == 0);
 		OPENSSL_cleanse(mac, sizeof(mac));
 		return ok;
 	}
@@ -454,16 +463,9 @@ sign_raw(JwsAlg alg, JoseKey *k, const unsigned char *msg,
 
 	if (alg == JWS_HS256)
 	{
-		unsigned int maclen = 0;
-
-		out = palloc(EVP_MAX_MD_SIZE);
-		if (HMAC(sha256(), key->secret, key->secret_len, msg, msglen,
-				 out, &maclen) == NULL)
-			ereport(ERROR,
-					errcode(ERRCODE_INTERNAL_ERROR),
-					errmsg("could not compute HMAC-SHA-256"),
-					errdetail_internal("%s", agentidp_openssl_error()));
-		*siglen = maclen;
+		out = palloc(32);
+		hmac_sha256(key, msg, msglen, out);
+		*siglen = 32;
 		return out;
 	}
 
