@@ -14,7 +14,22 @@
  */
 #include "postgres.h"
 
+#include <openssl/crypto.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rsa.h>
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "agentidp.h"
 #include "jose.h"
+#include "jwk.h"
 
 static const char b64url_alphabet[] =
 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -121,21 +136,6 @@ agentidp_b64url_decode(const char *src, size_t len, unsigned char *dst,
  * among them.
  *-------------------------------------------------------------------------
  */
-#include <openssl/crypto.h>
-#include <openssl/ecdsa.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rsa.h>
-
-#include "catalog/pg_type.h"
-#include "fmgr.h"
-#include "utils/array.h"
-#include "utils/builtins.h"
-#include "utils/memutils.h"
-
-#include "agentidp.h"
-#include "jwk.h"
 
 PG_FUNCTION_INFO_V1(agentidp_jws_sign);
 PG_FUNCTION_INFO_V1(agentidp_jws_verify);
