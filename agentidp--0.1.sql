@@ -890,6 +890,12 @@ CREATE POLICY tenant_admin ON agentidp.signing_keys
 	USING (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]))
 	WITH CHECK (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]));
 
+CREATE FUNCTION agentidp._max_token_lifetime() RETURNS interval
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_max_token_lifetime_sql';
+COMMENT ON FUNCTION agentidp._max_token_lifetime() IS
+'agentidp.max_token_lifetime as an interval, from the loaded library';
+
 /*
  * next: published, not yet signing; active: the newest activated key;
  * retired: replaced, and published until no token it signed can be valid
@@ -902,8 +908,7 @@ SELECT k.tenant_id, k.kid, k.alg, k.public_jwk, k.kek_id, k.created_at, k.activa
 			ELSE 'retired' END AS state,
 	   s.successor_at AS retired_at,
 	   (s.successor_at IS NULL OR
-		s.successor_at OPERATOR(pg_catalog.+)
-		COALESCE(pg_catalog.current_setting('agentidp.max_token_lifetime', true), '15min')::interval
+		s.successor_at OPERATOR(pg_catalog.+) agentidp._max_token_lifetime()
 		OPERATOR(pg_catalog.>) pg_catalog.now()) AS published
 FROM agentidp.signing_keys AS k
 LEFT JOIN LATERAL (
@@ -1015,6 +1020,7 @@ GRANT SELECT (tenant_id, kid, alg, public_jwk, kek_id, created_at, activates_at)
 	ON agentidp.signing_keys TO agentidp_admin;
 GRANT SELECT ON agentidp.signing_key_states TO agentidp_admin;
 GRANT EXECUTE ON FUNCTION agentidp.rotate_signing_key(uuid, text) TO agentidp_admin;
+GRANT EXECUTE ON FUNCTION agentidp._max_token_lifetime() TO agentidp_admin, agentidp_service;
 GRANT EXECUTE ON FUNCTION agentidp.jwks(uuid) TO agentidp_admin, agentidp_service;
 
 -- generate_jwk, _verify_signature, rewrap_keys, _sign_with_tenant_key and

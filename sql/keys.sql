@@ -71,6 +71,18 @@ WHERE tenant_id = :'tb';
 \set VERBOSITY sqlstate
 SELECT agentidp._sign_with_tenant_key(:'tb', '{}');
 \set VERBOSITY default
+-- bad arguments to the signer
+SELECT agentidp._sign_with_tenant_key(NULL, '{}');
+SELECT agentidp._sign_with_tenant_key(:'ta', '[]');
+SELECT agentidp._sign_with_tenant_key(:'ta', '{}', '"x"');
+-- two keys activating at the same instant: the higher kid signs, and is
+-- the one the view calls active
+UPDATE agentidp.signing_keys SET activates_at = '2020-01-01' WHERE tenant_id = :'ta';
+SELECT count(*) FILTER (WHERE state = 'active') AS active,
+	   max(kid) FILTER (WHERE state = 'active') = max(kid) AS higher_kid_active
+FROM agentidp.signing_key_states WHERE tenant_id = :'ta';
+SELECT (convert_from(decode(translate(split_part(agentidp._sign_with_tenant_key(:'ta', '{}'), '.', 1), '-_', '+/') || '==', 'base64'), 'UTF8')::jsonb ->> 'kid')
+	   = (SELECT max(kid) FROM agentidp.signing_keys WHERE tenant_id = :'ta') AS signs_with_higher_kid;
 -- a tenant without keys
 SELECT agentidp.create_tenant('tenant-keyless') AS tk \gset
 SELECT agentidp._sign_with_tenant_key(:'tk', '{}');

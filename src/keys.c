@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "agentidp.h"
@@ -112,6 +113,8 @@ load_keks(Kek *keks)
 			rawlen != KEK_LEN)
 		{
 			explicit_bzero(line, sizeof(line));
+			explicit_bzero(raw, sizeof(raw));
+			explicit_bzero(keks, sizeof(Kek) * n);
 			FreeFile(f);
 			ereport(ERROR,
 					errcode(ERRCODE_CONFIG_FILE_ERROR),
@@ -372,10 +375,18 @@ rewrap_all(const Kek *kek)
 		bytea	   *old = DatumGetByteaPP(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
 		int			len;
 		char	   *plain = unwrap(tenant, kid, kek_id, old, &len);
-		bytea	   *fresh = wrap(kek, tenant, kid, (unsigned char *) plain, len);
+		bytea	   *volatile fresh = NULL;
 		Datum		args[4];
 
-		explicit_bzero(plain, len);
+		PG_TRY();
+		{
+			fresh = wrap(kek, tenant, kid, (unsigned char *) plain, len);
+		}
+		PG_FINALLY();
+		{
+			explicit_bzero(plain, len);
+		}
+		PG_END_TRY();
 		args[0] = PointerGetDatum(fresh);
 		args[1] = current;
 		args[2] = UUIDPGetDatum(tenant);
@@ -453,8 +464,8 @@ agentidp_aes_gcm_open(PG_FUNCTION_ARGS)
 /*
  * Decrypted keys, cached per backend by (tenant, kid): a kid names
  * immutable key material, so an entry never goes stale; it only stops
- * being used when its key stops being active.  A small table, evicted
- * oldest first, with the key freed and cleansed on eviction.
+ * being used when its key stops being active.  A small table; the least
+ * recently used entry goes first, its key freed and cleansed.
  */
 #define KEY_CACHE_SIZE 32
 
@@ -587,4 +598,20 @@ agentidp_sign_with_tenant_key(PG_FUNCTION_ARGS)
 	signer = agentidp_active_signer(PG_GETARG_UUID_P(0));
 	PG_RETURN_TEXT_P(agentidp_signer_sign(signer, PG_GETARG_JSONB_P(1),
 										  PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2)));
+}
+
+/*
+ * agentidp._max_token_lifetime() RETURNS interval
+ *
+ * The setting, read from the loaded library: without preloading, a session
+ * could otherwise give current_setting() a placeholder value of its own.
+ */
+PG_FUNCTION_INFO_V1(agentidp_max_token_lifetime_sql);
+Datum
+agentidp_max_token_lifetime_sql(PG_FUNCTION_ARGS)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = (int64) agentidp_max_token_lifetime * USECS_PER_SEC;
+	PG_RETURN_INTERVAL_P(iv);
 }
