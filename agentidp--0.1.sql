@@ -863,6 +863,12 @@ AS 'MODULE_PATHNAME', 'agentidp_verify_signature';
 COMMENT ON FUNCTION agentidp._verify_signature(text, jsonb, bytea, bytea, boolean) IS
 'the signature check of jws_verify on raw bytes, for test vectors; superusers only';
 
+CREATE FUNCTION agentidp._sign_signature(alg text, jwk jsonb, message bytea) RETURNS bytea
+LANGUAGE c VOLATILE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_sign_signature';
+COMMENT ON FUNCTION agentidp._sign_signature(text, jsonb, bytea) IS
+'the signature step of jws_sign on raw bytes, for test vectors; superusers only';
+
 /*
  * Signing keys (src/keys.c).  Private keys are stored sealed with
  * AES-256-GCM under a key-encryption key from agentidp.kek_file, which is

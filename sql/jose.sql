@@ -31,8 +31,9 @@ $$;
 CREATE FUNCTION pg_temp.raw_token(segments text) RETURNS text LANGUAGE sql AS $$
 	SELECT segments || '.' || pg_temp.hs256(decode('0323354b2b0fa5bc837e0665777ba68f5ab328e6f054c928a90f84b2d2502ebfd3fb5a92d20647ef968ab4c377623d223d2e2172052e4f08c0cd9af567d080a3', 'hex'), segments)
 $$;
--- RFC 7515 A.1's key, and RFC 7517 A.2's EC and RSA public keys
+-- RFC 7515 A.1's key, a second HMAC key, and RFC 7517 A.2's EC and RSA public keys
 \set hs '{"kty":"oct","kid":"hs","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}'
+\set hs2 '{"kty":"oct","kid":"hs2","k":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"}'
 \set ec '{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM","kid":"1"}'
 \set rsa '{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}'
 
@@ -45,7 +46,7 @@ SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","kid":"hs"}', '{"sub":"
 						   :'hs', '{HS256}');
 -- a key set, the key picked by kid
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","kid":"hs"}', '{"sub":"a"}'),
-						   jsonb_build_object('keys', jsonb_build_array(:'ec'::jsonb, :'hs'::jsonb)), '{HS256,ES256}');
+						   jsonb_build_object('keys', jsonb_build_array(:'hs2'::jsonb, :'hs'::jsonb)), '{HS256}');
 -- thumbprints (RFC 7638 section 3.1)
 SELECT agentidp.jwk_thumbprint(:'rsa');
 
@@ -60,6 +61,7 @@ SELECT agentidp.jws_verify('a.b.c', '{"keys":{}}', '{HS256}');
 SELECT agentidp.jws_verify('a.b.c', '{"keys":[]}', '{HS256}');
 SELECT agentidp.jws_verify('a.b.c', '{"keys":[1]}', '{HS256}');
 SELECT agentidp.jws_verify('a.b.c', jsonb_build_object('keys', jsonb_build_array(:'hs'::jsonb, :'hs'::jsonb)), '{HS256}');
+SELECT agentidp.jws_verify('a.b.c', jsonb_build_object('keys', jsonb_build_array(:'ec'::jsonb, :'hs'::jsonb)), '{HS256,ES256}');
 SELECT agentidp.jws_verify('a.b.c', '{"kty":"RSA","n":"AQAB","e":"AQAB"}', '{RS256}');
 
 -- structure and encoding (22023)
@@ -95,7 +97,7 @@ SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256"}', '{}'), :'hs', '{ES25
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","kid":"nope"}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","kid":"../../dev/null\n"}', '{}'), :'hs', '{HS256}');
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256"}', '{}'),
-						   jsonb_build_object('keys', jsonb_build_array(:'ec'::jsonb, :'hs'::jsonb)), '{HS256}');
+						   jsonb_build_object('keys', jsonb_build_array(:'hs2'::jsonb, :'hs'::jsonb)), '{HS256}');
 -- key confusion: HS256 keyed with an RSA public key
 SELECT agentidp.jws_verify(pg_temp.token('{"alg":"HS256","kid":"2011-04-29"}', '{}'), :'rsa', '{HS256,RS256}');
 -- the key's own alg binds it: an RS256 key does not verify PS256

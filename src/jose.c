@@ -655,6 +655,15 @@ keyset_get(FunctionCallInfo fcinfo, Jsonb *jwks)
 				ks->keys[i].jwk = agentidp_jwk_import(one, has_member(&one->root, "d") ||
 												  has_member(&one->root, "k"));
 				ks->nkeys = i + 1;
+				/*
+				 * A set that mixes HMAC secrets with public keys invites a
+				 * token to pick the wrong kind (RFC 8725 section 3.1).
+				 */
+				if ((ks->keys[i].jwk->kty == AGENTIDP_KTY_OCT) !=
+					(ks->keys[0].jwk->kty == AGENTIDP_KTY_OCT))
+					ereport(ERROR,
+							errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("a key set must not mix symmetric and asymmetric keys"));
 				/* kid picks one key: two keys under one kid would be a guess */
 				for (int d = 0; d < i; d++)
 					if (strcmp(ks->keys[d].jwk->kid, ks->keys[i].jwk->kid) == 0)
@@ -1197,4 +1206,48 @@ Datum
 agentidp_generate_jwk(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_JSONB_P(agentidp_jwk_generate(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+}
+
+/*
+ * agentidp._sign_signature(alg text, jwk jsonb, message bytea) RETURNS bytea
+ *
+ * The signature step of jws_sign on raw bytes, for the deterministic RFC
+ * examples (test/vectors).  Superusers only.
+ */
+PG_FUNCTION_INFO_V1(agentidp_sign_signature);
+Datum
+agentidp_sign_signature(PG_FUNCTION_ARGS)
+{
+	char	   *alg_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *jwk = PG_GETARG_JSONB_P(1);
+	bytea	   *msg = PG_GETARG_BYTEA_PP(2);
+	JwsAlg		alg = jws_alg(alg_name);
+	JoseKey    *volatile key = palloc0(sizeof(JoseKey));
+	unsigned char *sig = NULL;
+	size_t		siglen = 0;
+	bytea	   *out;
+
+	if (alg == JWS_UNKNOWN)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("unsupported algorithm \"%s\"", alg_name));
+	PG_TRY();
+	{
+		key->jwk = agentidp_jwk_import(jwk, true);
+		if (!alg_fits_key(alg, key->jwk))
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("key cannot be used with algorithm \"%s\"", alg_name));
+		sig = sign_raw(alg, key, (unsigned char *) VARDATA_ANY(msg),
+					   VARSIZE_ANY_EXHDR(msg), &siglen);
+	}
+	PG_FINALLY();
+	{
+		josekey_free(key);
+	}
+	PG_END_TRY();
+	out = palloc(VARHDRSZ + siglen);
+	SET_VARSIZE(out, VARHDRSZ + siglen);
+	memcpy(VARDATA(out), sig, siglen);
+	PG_RETURN_BYTEA_P(out);
 }

@@ -429,6 +429,43 @@ octets_bits(const unsigned char *buf, size_t len)
 	return bits;
 }
 
+/*
+ * ROCA (CVE-2017-15361): Infineon's library made RSA moduli of the form
+ * k * M + (65537^a mod M), whose factors can be found.  Such a modulus
+ * lies, for every small prime p below, in the subgroup that 65537
+ * generates modulo p; a random modulus fails that for some p with
+ * overwhelming probability.  This is the published fingerprint test.
+ */
+static bool
+roca_fingerprint(const unsigned char *n, size_t len)
+{
+	static const int primes[] = {
+		3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67,
+		71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131, 137, 139,
+		149, 151, 157, 163, 167
+	};
+
+	for (int i = 0; i < lengthof(primes); i++)
+	{
+		int			p = primes[i];
+		int			r = 0;
+		int			g = 1;
+		bool		in_subgroup = false;
+
+		for (size_t j = 0; j < len; j++)
+			r = (r * 256 + n[j]) % p;
+		do
+		{
+			if (g == r)
+				in_subgroup = true;
+			g = (int) ((g * (long) (65537 % p)) % p);
+		} while (g != 1 && !in_subgroup);
+		if (!in_subgroup)
+			return false;
+	}
+	return true;
+}
+
 static EVP_PKEY *
 import_rsa(Jsonb *jwk, bool want_private, int *rsa_bytes)
 {
@@ -468,6 +505,11 @@ import_rsa(Jsonb *jwk, bool want_private, int *rsa_bytes)
 				errmsg("RSA key size %d is not supported", bits),
 				errdetail("Keys of %d to %d bits are supported.",
 						  RSA_MIN_BITS, RSA_MAX_BITS));
+	if (roca_fingerprint(n, nlen))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("RSA key has the ROCA weakness (CVE-2017-15361)"),
+				errhint("Generate a new key with a sound library; this one can be factored."));
 	if ((n[nlen - 1] & 1) == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
