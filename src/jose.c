@@ -1150,6 +1150,34 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 }
 
 /*
+ * For the raw test functions below: the algorithm named and the key,
+ * imported (a private JWK when it has "d" or "k") and checked to fit it.
+ * The caller frees the key with josekey_free().
+ */
+static JoseKey *
+raw_test_key(text *alg_text, Jsonb *jwk, JwsAlg *alg)
+{
+	char	   *alg_name = text_to_cstring(alg_text);
+	JoseKey    *key = palloc0(sizeof(JoseKey));
+
+	*alg = jws_alg(alg_name);
+	if (*alg == JWS_UNKNOWN)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("unsupported algorithm \"%s\"", alg_name));
+	key->jwk = agentidp_jwk_import(jwk, has_member(&jwk->root, "d") ||
+								   has_member(&jwk->root, "k"));
+	if (!alg_fits_key(*alg, key->jwk))
+	{
+		josekey_free(key);
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("key cannot be used with algorithm \"%s\"", alg_name));
+	}
+	return key;
+}
+
+/*
  * agentidp._verify_signature(alg text, jwk jsonb, message bytea,
  *							  signature bytea, der boolean) RETURNS boolean
  *
@@ -1159,27 +1187,15 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 Datum
 agentidp_verify_signature(PG_FUNCTION_ARGS)
 {
-	char	   *alg_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Jsonb	   *jwk = PG_GETARG_JSONB_P(1);
 	bytea	   *msg = PG_GETARG_BYTEA_PP(2);
 	bytea	   *sig = PG_GETARG_BYTEA_PP(3);
 	bool		der = PG_GETARG_BOOL(4);
-	JwsAlg		alg = jws_alg(alg_name);
-	JoseKey    *volatile key = palloc0(sizeof(JoseKey));
+	JwsAlg		alg;
+	JoseKey    *volatile key = raw_test_key(PG_GETARG_TEXT_PP(0), PG_GETARG_JSONB_P(1), &alg);
 	bool		ok = false;
 
-	if (alg == JWS_UNKNOWN)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("unsupported algorithm \"%s\"", alg_name));
 	PG_TRY();
 	{
-		key->jwk = agentidp_jwk_import(jwk, has_member(&jwk->root, "d") ||
-									   has_member(&jwk->root, "k"));
-		if (!alg_fits_key(alg, key->jwk))
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("key cannot be used with algorithm \"%s\"", alg_name));
 		ok = verify_raw(alg, key,
 						(unsigned char *) VARDATA_ANY(msg), VARSIZE_ANY_EXHDR(msg),
 						(unsigned char *) VARDATA_ANY(sig), VARSIZE_ANY_EXHDR(sig), der);
@@ -1218,26 +1234,15 @@ PG_FUNCTION_INFO_V1(agentidp_sign_signature);
 Datum
 agentidp_sign_signature(PG_FUNCTION_ARGS)
 {
-	char	   *alg_name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Jsonb	   *jwk = PG_GETARG_JSONB_P(1);
 	bytea	   *msg = PG_GETARG_BYTEA_PP(2);
-	JwsAlg		alg = jws_alg(alg_name);
-	JoseKey    *volatile key = palloc0(sizeof(JoseKey));
+	JwsAlg		alg;
+	JoseKey    *volatile key = raw_test_key(PG_GETARG_TEXT_PP(0), PG_GETARG_JSONB_P(1), &alg);
 	unsigned char *sig = NULL;
 	size_t		siglen = 0;
 	bytea	   *out;
 
-	if (alg == JWS_UNKNOWN)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("unsupported algorithm \"%s\"", alg_name));
 	PG_TRY();
 	{
-		key->jwk = agentidp_jwk_import(jwk, true);
-		if (!alg_fits_key(alg, key->jwk))
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("key cannot be used with algorithm \"%s\"", alg_name));
 		sig = sign_raw(alg, key, (unsigned char *) VARDATA_ANY(msg),
 					   VARSIZE_ANY_EXHDR(msg), &siglen);
 	}
