@@ -33,6 +33,7 @@ The demo tenant "demo" has an agent "demo-agent" (credentials kept in
 Try, in scripts/psql:
   SELECT agentidp.check_client_secret('$(get client_id)', '$(get client_secret)');
   SELECT name, client_id, status, allowed_scopes FROM agentidp.agents;
+  SELECT agentidp.jwks(tenant_id) FROM agentidp.tenants WHERE name = 'demo';
   -- then the quick start of README.md
 
 Stop everything with: make stop
