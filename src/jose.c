@@ -980,11 +980,19 @@ check_numeric_date(Jsonb *payload, const char *name)
 		return;
 	if (v->type == jbvNumeric)
 	{
-		Numeric		lo = int64_to_numeric(0);
-		Numeric		hi = int64_to_numeric(INT64CONST(253402300799));
+		/* the bounds, made once per backend: this runs on every verify */
+		static Numeric lo = NULL;
+		static Numeric hi = NULL;
 
-		if (!numeric_is_nan(v->val.numeric) &&
-			DatumGetBool(DirectFunctionCall2(numeric_ge, NumericGetDatum(v->val.numeric),
+		if (hi == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			lo = int64_to_numeric(0);
+			hi = int64_to_numeric(INT64CONST(253402300799));
+			MemoryContextSwitchTo(old);
+		}
+		if (DatumGetBool(DirectFunctionCall2(numeric_ge, NumericGetDatum(v->val.numeric),
 											 NumericGetDatum(lo))) &&
 			DatumGetBool(DirectFunctionCall2(numeric_le, NumericGetDatum(v->val.numeric),
 											 NumericGetDatum(hi))))

@@ -306,9 +306,7 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 	initStringInfo(&plain);
 	PG_TRY();
 	{
-		int			n = load_keks(keks);
-
-		(void) n;
+		(void) load_keks(keks);
 		key = agentidp_jwk_import(priv, true);
 		/* the result outlives SPI_finish(), which frees SPI's memory */
 		kid = MemoryContextStrdup(caller_cxt, key->kid);
