@@ -12,6 +12,9 @@ EXTENSION = agentidp
 MODULE_big = agentidp
 OBJS = \
 	src/agentidp.o \
+	src/audit.o \
+	src/audit_hash.o \
+	src/audit_verify.o \
 	src/credentials.o \
 	src/jose.o \
 	src/jose_json.o \
@@ -19,7 +22,7 @@ OBJS = \
 	src/keys.o \
 	src/tenants.o
 
-DATA = agentidp--0.1.sql
+DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql
 DOCS =
 
 REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys
@@ -56,7 +59,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/jose.h src/jwk.h src/keys.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/jose.h src/jwk.h src/keys.h
 
 .PHONY: run test stop deps tap isolationcheck
 

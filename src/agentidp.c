@@ -34,6 +34,7 @@ char	   *agentidp_issuer_base = NULL;
 char	   *agentidp_kek_file = NULL;
 int			agentidp_key_prepublish = 3600;
 int			agentidp_max_token_lifetime = 900;
+char	   *agentidp_trace_id = NULL;
 
 /*
  * The issuer base is the public URL prefix of the HTTP front; a tenant's
@@ -80,6 +81,54 @@ check_issuer_base(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * agentidp.trace_id: what callers set (SET LOCAL) so that audit rows can be
+ * matched with their traces.  A W3C traceparent
+ * ("00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>") is reduced to
+ * its trace id; any other value must be 1 to 128 characters of letters,
+ * digits and "-", "_", ".", ":", so nothing odd reaches the audit log.
+ */
+#define TRACE_ID_MAX_LEN 128
+
+static bool
+check_trace_id(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	size_t		len;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	len = strlen(v);
+	if (len == 55 && v[2] == '-' && v[35] == '-' && v[52] == '-' &&
+		strspn(v, "0123456789abcdef-") == len)
+	{
+		char	   *id;
+
+		if (strncmp(v + 3, "00000000000000000000000000000000", 32) == 0)
+		{
+			GUC_check_errdetail("A traceparent's trace id must not be all zeros.");
+			return false;
+		}
+		/* GUC string values are malloc'd in PostgreSQL 15 */
+		id = malloc(33);
+		if (id == NULL)
+			return false;
+		memcpy(id, v + 3, 32);
+		id[32] = '\0';
+		free(*newval);
+		*newval = id;
+		return true;
+	}
+	if (len > TRACE_ID_MAX_LEN ||
+		strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") != len)
+	{
+		GUC_check_errdetail("agentidp.trace_id must be a W3C traceparent or 1 to %d letters, digits, \"-\", \"_\", \".\" or \":\".",
+							TRACE_ID_MAX_LEN);
+		return false;
+	}
+	return true;
+}
+
 void
 _PG_init(void)
 {
@@ -120,7 +169,18 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("agentidp.trace_id",
+							   "Trace id recorded in the audit rows of what the session changes.",
+							   "Set it per transaction (SET LOCAL), e.g. from a W3C traceparent header.",
+							   &agentidp_trace_id,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   check_trace_id, NULL, NULL);
+
 	MarkGUCPrefixReserved("agentidp");
+
+	agentidp_audit_init();
 }
 
 /*

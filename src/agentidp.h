@@ -19,6 +19,10 @@ extern char *agentidp_issuer_base;
 extern char *agentidp_kek_file;
 extern int	agentidp_key_prepublish;
 extern int	agentidp_max_token_lifetime;
+extern char *agentidp_trace_id;
+
+/* audit.c: transaction callbacks that chain a transaction's events */
+extern void agentidp_audit_init(void);
 
 /*
  * Switch to the owner of the extension's tables for privileged SPI work

@@ -1036,6 +1036,40 @@ check_claims(Jsonb *payload)
 	}
 }
 
+/*
+ * Split a compact JWS into its three segments and parse its protected
+ * header strictly.  Nothing in the header is trusted yet: the caller must
+ * verify the signature before acting on anything but the key choice.
+ * *buf is big enough for any decoded segment.
+ */
+static Jsonb *
+split_compact(text *token, char **tok, int *len, char **dot1, char **dot2,
+			  unsigned char **buf)
+{
+	size_t		buflen;
+
+	*len = VARSIZE_ANY_EXHDR(token);
+	*tok = VARDATA_ANY(token);
+	if (*len > AGENTIDP_JWS_MAX_LEN)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("malformed JWS: token is longer than %d bytes", AGENTIDP_JWS_MAX_LEN));
+	*dot1 = memchr(*tok, '.', *len);
+	*dot2 = *dot1 ? memchr(*dot1 + 1, '.', *len - (*dot1 + 1 - *tok)) : NULL;
+	if (*dot1 == NULL || *dot2 == NULL ||
+		memchr(*dot2 + 1, '.', *len - (*dot2 + 1 - *tok)) != NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("malformed JWS: a compact JWS has exactly three segments"));
+
+	*buf = palloc(*len * 3 / 4 + 1);
+	if (!agentidp_b64url_decode(*tok, *dot1 - *tok, *buf, &buflen))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("malformed JWS: header is not canonical base64url"));
+	return agentidp_json_parse_strict((char *) *buf, buflen, "header");
+}
+
 /*----------
  * agentidp.jws_verify(token text, jwks jsonb, algorithms text[])
  *		RETURNS jsonb
@@ -1074,28 +1108,7 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 	allowed = allowed_algs(PG_GETARG_ARRAYTYPE_P(2));
 	ks = keyset_get(fcinfo, PG_GETARG_JSONB_P(1));
 
-	len = VARSIZE_ANY_EXHDR(token);
-	tok = VARDATA_ANY(token);
-	if (len > AGENTIDP_JWS_MAX_LEN)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("malformed JWS: token is longer than %d bytes", AGENTIDP_JWS_MAX_LEN));
-	dot1 = memchr(tok, '.', len);
-	dot2 = dot1 ? memchr(dot1 + 1, '.', len - (dot1 + 1 - tok)) : NULL;
-	if (dot1 == NULL || dot2 == NULL ||
-		memchr(dot2 + 1, '.', len - (dot2 + 1 - tok)) != NULL)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("malformed JWS: a compact JWS has exactly three segments"));
-
-	/* one buffer big enough for any decoded segment */
-	buf = palloc(len * 3 / 4 + 1);
-
-	if (!agentidp_b64url_decode(tok, dot1 - tok, buf, &buflen))
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("malformed JWS: header is not canonical base64url"));
-	header = agentidp_json_parse_strict((char *) buf, buflen, "header");
+	header = split_compact(token, &tok, &len, &dot1, &dot2, &buf);
 
 	alg_name = string_member(header, "alg", "header");
 	if (alg_name == NULL)
@@ -1263,4 +1276,25 @@ agentidp_sign_signature(PG_FUNCTION_ARGS)
 	SET_VARSIZE(out, VARHDRSZ + siglen);
 	memcpy(VARDATA(out), sig, siglen);
 	PG_RETURN_BYTEA_P(out);
+}
+
+/*
+ * agentidp._jws_header(token text) RETURNS jsonb
+ *
+ * The protected header of a compact JWS, parsed as strictly as jws_verify
+ * does, and not verified: for choosing the key to verify with (kid, typ),
+ * never for deciding anything else.
+ */
+PG_FUNCTION_INFO_V1(agentidp_jws_header);
+Datum
+agentidp_jws_header(PG_FUNCTION_ARGS)
+{
+	char	   *tok;
+	int			len;
+	char	   *dot1;
+	char	   *dot2;
+	unsigned char *buf;
+
+	PG_RETURN_JSONB_P(split_compact(PG_GETARG_TEXT_PP(0), &tok, &len,
+									&dot1, &dot2, &buf));
 }
