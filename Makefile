@@ -25,7 +25,7 @@ OBJS = \
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race

@@ -571,6 +571,9 @@ chain_queued_events(void)
 	TimestampTz now;
 	int			d = 0;
 
+	/* the heads below must see everything this transaction did (a prune) */
+	CommandCounterIncrement();
+
 	qsort(queue.tenants, queue.ntenants, sizeof(ChainTenant), tenant_cmp);
 	for (int i = 0; i < queue.ntenants; i++)
 		audit_lock_tenant(&queue.tenants[i].id);

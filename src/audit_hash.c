@@ -284,54 +284,71 @@ audit_lock_tenant(const pg_uuid_t *tenant_id)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-void
-audit_chain_head(Relation rel, const pg_uuid_t *tenant_id,
-				 int64 *seq, uint8 hash[AUDIT_HASH_LEN])
+/*
+ * The chain's head: its last row, else (every row pruned, which only this
+ * transaction's own prune can make us see) the anchor the next row must
+ * link to, else the start of a chain.  Read with the latest snapshot, not
+ * the transaction's: under REPEATABLE READ the transaction's snapshot may
+ * predate the previous link.
+ */
+static bool
+last_row(Relation rel, Oid index, ScanKey key, Snapshot snap, int hash_att,
+		 int64 *seq, uint8 hash[AUDIT_HASH_LEN])
 {
-	Oid			pkey = RelationGetPrimaryKeyIndex(rel);
-	Relation	idx;
-	Snapshot	snap;
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	ScanKeyData key;
+	Relation	idx = index_open(index, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	IndexScanDesc scan = index_beginscan(rel, idx, snap, 1, 0);
+	bool		found;
 
-	if (!OidIsValid(pkey))
-		elog(ERROR, "agentidp.audit_events has no primary key");
-	idx = index_open(pkey, AccessShareLock);
-
-	/*
-	 * The latest snapshot, not the transaction's: under REPEATABLE READ the
-	 * transaction's snapshot may predate the previous link.
-	 */
-	snap = RegisterSnapshot(GetLatestSnapshot());
-	slot = table_slot_create(rel, NULL);
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ,
-				UUIDPGetDatum(tenant_id));
-	scan = index_beginscan(rel, idx, snap, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	index_rescan(scan, key, 1, NULL, 0);
+	found = index_getnext_slot(scan, BackwardScanDirection, slot);
+	if (found)
 	{
 		bool		isnull;
 		bytea	   *h;
 
 		*seq = DatumGetInt64(slot_getattr(slot, AUDIT_ATT_SEQ, &isnull));
-		h = DatumGetByteaPP(slot_getattr(slot, AUDIT_ATT_HASH, &isnull));
+		h = DatumGetByteaPP(slot_getattr(slot, hash_att, &isnull));
 		if (VARSIZE_ANY_EXHDR(h) != AUDIT_HASH_LEN)
 			ereport(ERROR,
 					errcode(ERRCODE_DATA_CORRUPTED),
-					errmsg("the audit chain head of tenant %s holds a malformed hash",
-						   DatumGetCString(DirectFunctionCall1(uuid_out,
-															   UUIDPGetDatum(tenant_id)))),
+					errmsg("the audit chain head of %s holds a malformed hash",
+						   RelationGetRelationName(rel)),
 					errhint("Run agentidp.verify_audit_chain() to find where the chain breaks."));
 		memcpy(hash, VARDATA_ANY(h), AUDIT_HASH_LEN);
 	}
-	else
-	{
-		*seq = 0;
-		memset(hash, 0, AUDIT_HASH_LEN);
-	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snap);
 	index_close(idx, AccessShareLock);
+	return found;
+}
+
+void
+audit_chain_head(Relation rel, const pg_uuid_t *tenant_id,
+				 int64 *seq, uint8 hash[AUDIT_HASH_LEN])
+{
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData key;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ,
+				UUIDPGetDatum(tenant_id));
+	if (!last_row(rel, RelationGetPrimaryKeyIndex(rel), &key, snap,
+				  AUDIT_ATT_HASH, seq, hash))
+	{
+		Relation	anchors = table_open(get_relname_relid("audit_anchors",
+														   RelationGetNamespace(rel)),
+										 AccessShareLock);
+
+		/* audit_anchors: tenant_id, seq, prev_hash, pruned_at */
+		if (last_row(anchors, RelationGetPrimaryKeyIndex(anchors), &key, snap,
+					 3, seq, hash))
+			(*seq)--;
+		else
+		{
+			*seq = 0;
+			memset(hash, 0, AUDIT_HASH_LEN);
+		}
+		table_close(anchors, AccessShareLock);
+	}
+	UnregisterSnapshot(snap);
 }
