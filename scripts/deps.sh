@@ -11,6 +11,7 @@ PACKAGES=(
 	redis-server
 	libipc-run-perl
 	acl
+	python3-minimal
 )
 
 missing=()
