@@ -140,8 +140,9 @@ $node->safe_psql('postgres', q{
 		RETURN t;
 	END $$;
 	SELECT chain('good');
-	SELECT chain('edited'), chain('deleted'), chain('reordered'), chain('pruned'), chain('anchored');
-	SELECT agentidp.prune_audit(tenant_id, now()) FROM agentidp.tenants WHERE name = 'pruned';
+	SELECT chain('edited'), chain('deleted'), chain('reordered'), chain('pruned'), chain('anchored'),
+		   chain('emptied');
+	SELECT agentidp.prune_audit(tenant_id, now()) FROM agentidp.tenants WHERE name IN ('pruned', 'emptied');
 	SELECT agentidp.register_agent(tenant_id, 'after prune') FROM agentidp.tenants WHERE name = 'pruned';
 	SET agentidp.trace_id = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 	SELECT chain('traced');
@@ -167,6 +168,8 @@ name";
 	WHERE seq = 2 AND tenant_id = (SELECT tenant_id FROM agentidp.tenants WHERE name = 'anchored');
 	DELETE FROM agentidp.audit_events
 	WHERE seq < 3 AND tenant_id = (SELECT tenant_id FROM agentidp.tenants WHERE name = 'anchored');
+	DELETE FROM agentidp.audit_events
+	WHERE tenant_id = (SELECT tenant_id FROM agentidp.tenants WHERE name = 'emptied');
 });
 
 my $dir = $node->basedir;
@@ -202,6 +205,7 @@ my %expect = (
 	deleted => "f\t5\t5\trow 5 is missing",
 	reordered => "f\t3\t3\tprev_hash does not match the hash of row 2",
 	pruned => "t\t2\t\t",
+	emptied => "f\t0\t8\thistory before row 8 was removed without a recorded prune",
 	anchored => "f\t5\t3\thistory before row 3 was removed without a recorded prune");
 foreach my $name (sort keys %expect)
 {
