@@ -184,6 +184,29 @@ _PG_init(void)
 }
 
 /*
+ * One of the extension's tables; an error names what is missing: the
+ * extension, or (for tables a later version added) the update.
+ */
+Oid
+agentidp_relation_oid(const char *relname)
+{
+	Oid			nsp = get_namespace_oid("agentidp", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(relname, nsp) : InvalidOid;
+
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("agentidp is not installed in this database"),
+				errhint("Run CREATE EXTENSION agentidp."));
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("agentidp.%s does not exist", relname),
+				errhint("Update the extension: ALTER EXTENSION agentidp UPDATE."));
+	return relid;
+}
+
+/*
  * The extension's tables belong to the superuser that created the extension;
  * we look the owner up from agentidp.tenants every time rather than caching
  * it, since a syscache probe is cheap and ownership can change.
@@ -191,16 +214,10 @@ _PG_init(void)
 static Oid
 extension_owner(void)
 {
-	Oid			nsp = get_namespace_oid("agentidp", false);
-	Oid			relid = get_relname_relid("tenants", nsp);
+	Oid			relid = agentidp_relation_oid("tenants");
 	HeapTuple	tup;
 	Oid			owner;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				errmsg("agentidp is not installed in this database"),
-				errhint("Run CREATE EXTENSION agentidp."));
 	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for relation %u", relid);

@@ -38,6 +38,9 @@ typedef struct AgentidpOwnerContext
 } AgentidpOwnerContext;
 
 extern void agentidp_become_owner(AgentidpOwnerContext *ctx);
+
+/* the oid of one of the extension's tables, or an error saying what to do */
+extern Oid	agentidp_relation_oid(const char *relname);
 extern void agentidp_restore_user(AgentidpOwnerContext *ctx);
 
 /*

@@ -109,16 +109,12 @@ pending_desc(void)
 
 	if (desc == NULL)
 	{
-		static const Oid types[AUDIT_NATTS] = {
-			UUIDOID, INT8OID, INT2OID, TIMESTAMPTZOID, UUIDOID, TEXTOID,
-			JSONOID, TEXTOID, TEXTOID, JSONOID, TEXTOID, INETOID, TEXTOID,
-			JSONOID, BYTEAOID, BYTEAOID
-		};
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 		TupleDesc	d = CreateTemplateTupleDesc(AUDIT_NATTS);
 
 		for (int i = 0; i < AUDIT_NATTS; i++)
-			TupleDescInitEntry(d, (AttrNumber) (i + 1), NULL, types[i], -1, 0);
+			TupleDescInitEntry(d, (AttrNumber) (i + 1), NULL,
+							   audit_column_types[i], -1, 0);
 		MemoryContextSwitchTo(old);
 		desc = d;
 	}

@@ -39,6 +39,9 @@
 #define AUDIT_ATT_HASH			16
 #define AUDIT_NATTS				16
 
+/* the column types, in table order */
+extern const Oid audit_column_types[AUDIT_NATTS];
+
 #define AUDIT_HASH_LEN			32
 #define AUDIT_ENCODING_VERSION	1
 

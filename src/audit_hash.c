@@ -59,7 +59,7 @@
 #define AUDIT_LOCK_FIELD4 0xA1D0
 
 /* the types the encoding expects, in table order */
-static const Oid audit_types[AUDIT_NATTS] = {
+const Oid	audit_column_types[AUDIT_NATTS] = {
 	UUIDOID, INT8OID, INT2OID, TIMESTAMPTZOID, UUIDOID, TEXTOID, JSONOID,
 	TEXTOID, TEXTOID, JSONOID, TEXTOID, INETOID, TEXTOID, JSONOID,
 	BYTEAOID, BYTEAOID
@@ -68,16 +68,10 @@ static const Oid audit_types[AUDIT_NATTS] = {
 Relation
 audit_open_events(LOCKMODE lockmode)
 {
-	Oid			nsp = get_namespace_oid("agentidp", false);
-	Oid			relid = get_relname_relid("audit_events", nsp);
+	Oid			relid = agentidp_relation_oid("audit_events");
 	Relation	rel;
 	TupleDesc	desc;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				errmsg("agentidp.audit_events does not exist"),
-				errhint("Update the extension: ALTER EXTENSION agentidp UPDATE."));
 	rel = table_open(relid, lockmode);
 	desc = RelationGetDescr(rel);
 	if (desc->natts != AUDIT_NATTS)
@@ -87,7 +81,7 @@ audit_open_events(LOCKMODE lockmode)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || att->atttypid != audit_types[i])
+		if (att->attisdropped || att->atttypid != audit_column_types[i])
 			elog(ERROR, "agentidp.audit_events column %d is not of the expected type",
 				 i + 1);
 	}
@@ -373,8 +367,7 @@ audit_chain_head(Relation rel, const pg_uuid_t *tenant_id,
 	if (!last_row(rel, RelationGetPrimaryKeyIndex(rel), &key, snap,
 				  AUDIT_ATT_HASH, seq, hash))
 	{
-		Relation	anchors = table_open(get_relname_relid("audit_anchors",
-														   RelationGetNamespace(rel)),
+		Relation	anchors = table_open(agentidp_relation_oid("audit_anchors"),
 										 AccessShareLock);
 
 		/* audit_anchors: tenant_id, seq, prev_hash, pruned_at */
