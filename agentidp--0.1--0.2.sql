@@ -138,9 +138,13 @@ BEGIN
 		(SELECT n.nspname <> 'agentidp' FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
 		 WHERE c.oid = tbl), '42809',
 		format('"%s" belongs to agentidp, whose tables are audited already', tbl));
+	-- rows are chained per tenant: the row's tenant_id says which chain
 	SELECT a.atttypid::regtype INTO tenant_type FROM pg_attribute AS a
 	WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped;
-	PERFORM agentidp._require(tenant_type IS NULL OR tenant_type = 'uuid'::regtype, '42804',
+	PERFORM agentidp._require(tenant_type IS NOT NULL, '42703',
+		format('"%s" has no tenant_id column', tbl), NULL,
+		'Audited rows are chained per tenant: add a tenant_id uuid column.');
+	PERFORM agentidp._require(tenant_type = 'uuid'::regtype, '42804',
 		format('column tenant_id of "%s" is of type %s, not uuid', tbl, tenant_type));
 	SELECT x INTO missing FROM unnest(exclude_columns) AS x
 	WHERE x IS NULL OR NOT EXISTS (SELECT FROM pg_attribute AS a
@@ -235,11 +239,13 @@ BEGIN
 	PERFORM agentidp._require(claims->>'tenant_id' IS NOT DISTINCT FROM k.tenant_id::text, '28000',
 		'checkpoint names another tenant than its key''s');
 	PERFORM agentidp._require(jsonb_typeof(claims->'seq') = 'number'
+		AND (claims->>'seq') ~ '^[0-9]{1,18}$'
 		AND (claims->>'hash') ~ '^[0-9a-f]{64}$', '22023', 'malformed checkpoint claims');
 	cp_seq := (claims->>'seq')::bigint;
 	cp_hash := decode(claims->>'hash', 'hex');
 	IF cp_seq = 0 THEN
-		RETURN true;				-- an empty chain is a prefix of every chain
+		-- an empty chain is a prefix of every chain
+		RETURN cp_hash = decode(repeat('00', 32), 'hex');
 	END IF;
 
 	SELECT e.hash INTO row_hash FROM agentidp.audit_events AS e

@@ -61,6 +61,9 @@ SET agentidp.trace_id = 'req-42:retry.1';
 SHOW agentidp.trace_id;
 SET agentidp.trace_id = 'has space';
 SET agentidp.trace_id = '00-00000000000000000000000000000000-00f067aa0ba902b7-01';
+-- not a traceparent (dashes elsewhere), so kept whole
+SET agentidp.trace_id = '00-4bf92f3577b34da6a3ce929d0e0e47-3600f067aa0ba902b7-01';
+SHOW agentidp.trace_id;
 RESET agentidp.trace_id;
 
 -- append-only for administrators: no privilege to write
@@ -70,6 +73,14 @@ DELETE FROM agentidp.audit_events;
 TRUNCATE agentidp.audit_events;
 SELECT agentidp.prune_audit(:'t', now());
 RESET ROLE;
+-- a role granted prune_audit still prunes only the tenants it administers
+GRANT EXECUTE ON FUNCTION agentidp.prune_audit(uuid, timestamptz) TO regress_admin_b;
+SET ROLE regress_admin_b;
+\set VERBOSITY terse
+SELECT agentidp.prune_audit(:'t', now());
+\set VERBOSITY default
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION agentidp.prune_audit(uuid, timestamptz) FROM regress_admin_b;
 -- and for the owner, a superuser, too
 UPDATE agentidp.audit_events SET result = 'denied';
 DELETE FROM agentidp.audit_events;
@@ -103,8 +114,10 @@ CREATE TABLE public.orders (
 );
 CREATE VIEW public.orders_view AS SELECT * FROM public.orders;
 CREATE TABLE public.bad_tenant (tenant_id text, x int);
+CREATE TABLE public.no_tenant (x int);
 SELECT agentidp.enable_audit('public.orders_view');
 SELECT agentidp.enable_audit('public.bad_tenant');
+SELECT agentidp.enable_audit('public.no_tenant');
 SELECT agentidp.enable_audit('public.orders', '{nope}');
 SELECT agentidp.enable_audit('agentidp.agents');
 SELECT agentidp.disable_audit('public.orders');
@@ -125,7 +138,7 @@ SELECT agentidp.disable_audit('public.orders');
 INSERT INTO public.orders VALUES (NULL, 2, 'tea');
 SELECT count(*) AS unaudited FROM agentidp.audit_events WHERE detail::text LIKE '%"order_id":2%';
 DROP VIEW public.orders_view;
-DROP TABLE public.orders, public.bad_tenant;
+DROP TABLE public.orders, public.bad_tenant, public.no_tenant;
 
 -- a transaction cannot be prepared with audit events in it
 BEGIN;

@@ -90,6 +90,22 @@ check_issuer_base(char **newval, void **extra, GucSource source)
  */
 #define TRACE_ID_MAX_LEN 128
 
+/* version-format-id-flags: 2, 32, 16 and 2 lowercase hex digits */
+static bool
+is_traceparent(const char *v, size_t len)
+{
+	if (len != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-')
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		if (i == 2 || i == 35 || i == 52)
+			continue;
+		if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+			return false;
+	}
+	return true;
+}
+
 static bool
 check_trace_id(char **newval, void **extra, GucSource source)
 {
@@ -99,8 +115,7 @@ check_trace_id(char **newval, void **extra, GucSource source)
 	if (v == NULL || v[0] == '\0')
 		return true;
 	len = strlen(v);
-	if (len == 55 && v[2] == '-' && v[35] == '-' && v[52] == '-' &&
-		strspn(v, "0123456789abcdef-") == len)
+	if (is_traceparent(v, len))
 	{
 		char	   *id;
 

@@ -433,7 +433,7 @@ row_tenant(Relation rel, HeapTuple tup)
 				errcode(ERRCODE_NOT_NULL_VIOLATION),
 				errmsg("cannot audit a row of \"%s\" without a tenant",
 					   RelationGetRelationName(rel)),
-				errdetail("The row's tenant_id is NULL or the table has no tenant_id uuid column, and no agentidp identity is set."),
+				errdetail("Audited rows are chained per tenant, and the row's tenant_id is NULL or the table has no tenant_id uuid column."),
 				errhint("Give the row a tenant_id."));
 	return DatumGetUUIDP(v);
 }
@@ -768,6 +768,22 @@ agentidp_prune_audit(PG_FUNCTION_ARGS)
 				errmsg("tenant_id and before must not be null"));
 	tenant = PG_GETARG_UUID_P(0);
 	before = PG_GETARG_TIMESTAMPTZ(1);
+
+	/*
+	 * Rows are deleted below row-level security; a role granted this
+	 * function must still administer the tenant.
+	 */
+	if (!superuser())
+	{
+		Oid			argtypes[1] = {UUIDOID};
+		Datum		args[1] = {UUIDPGetDatum(tenant)};
+
+		SPI_connect();
+		if (SPI_execute_with_args("SELECT agentidp._visible_tenant($1)", 1, argtypes,
+								  args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not check the tenant");
+		SPI_finish();
+	}
 
 	audit_lock_tenant(tenant);
 	rel = audit_open_events(RowExclusiveLock);

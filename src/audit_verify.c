@@ -124,8 +124,15 @@ note_prune(ChainCheck *c, Datum detail)
 	k.val.string.len = strlen(k.val.string.val);
 	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
 	if (v != NULL && v->type == jbvNumeric)
-		c->prune_seq = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-														 NumericGetDatum(v->val.numeric)));
+	{
+		/* a plain integer, as the writer makes it; 6.0 or 1e3 records nothing */
+		char	   *n = DatumGetCString(DirectFunctionCall1(numeric_out,
+															NumericGetDatum(v->val.numeric)));
+		size_t		len = strlen(n);
+
+		if (len > 0 && len <= 18 && strspn(n, "0123456789") == len)
+			c->prune_seq = strtoi64(n, NULL, 10);
+	}
 	k.val.string.val = "anchor_hash";
 	k.val.string.len = strlen(k.val.string.val);
 	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
