@@ -55,6 +55,17 @@ make -s isolationcheck 2>&1 | tee "$CLUSTER_DIR/logs/isolation.log"
 count_regress "$CLUSTER_DIR/logs/isolation.log" "isolation"
 [ -f output_iso/regression.diffs ] && cat output_iso/regression.diffs
 
+# the independent audit-chain verifier's own unit tests (Debian's python3)
+say "audit verifier"
+if /usr/bin/python3 test/audit/test_verify_chain.py >"$CLUSTER_DIR/logs/verifier.log" 2>&1; then
+	passed=$((passed + 1))
+	summary+=("audit verifier: $(grep -Eo 'Ran [0-9]+ tests?' "$CLUSTER_DIR/logs/verifier.log") passed")
+else
+	failed=$((failed + 1))
+	summary+=("audit verifier: FAILED")
+	cat "$CLUSTER_DIR/logs/verifier.log"
+fi
+
 say "TAP"
 scripts/tap.sh 2>&1 | tee "$CLUSTER_DIR/logs/tap.log"
 tap_rc=${PIPESTATUS[0]}
