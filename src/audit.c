@@ -324,16 +324,24 @@ append_json_value(StringInfo buf, Datum v, bool isnull, Oid typid)
 			appendStringInfoString(buf, OidOutputFunctionCall(outfunc, v));
 			return;
 		case NUMERICOID:
-			if (!numeric_is_nan(DatumGetNumeric(v)) &&
-				!numeric_is_inf(DatumGetNumeric(v)))
 			{
-				appendStringInfoString(buf, DatumGetCString(DirectFunctionCall1(numeric_out, v)));
-				return;
+				Numeric		n = DatumGetNumeric(v);
+
+				if (!numeric_is_nan(n) && !numeric_is_inf(n))
+				{
+					appendStringInfoString(buf, DatumGetCString(DirectFunctionCall1(numeric_out,
+																					NumericGetDatum(n))));
+					return;
+				}
 			}
 			break;
 		case JSONBOID:
-			appendStringInfoString(buf, JsonbToCString(NULL, &DatumGetJsonbP(v)->root,
-													   VARSIZE(DatumGetPointer(v))));
+			{
+				/* detoasted: a short or compressed header has no VARSIZE */
+				Jsonb	   *jb = DatumGetJsonbP(v);
+
+				appendStringInfoString(buf, JsonbToCString(NULL, &jb->root, VARSIZE(jb)));
+			}
 			return;
 		default:
 			break;
