@@ -82,6 +82,14 @@ start() {
 	grant_traversal
 	[ -f "$PGDATA_DIR/PG_VERSION" ] || init_cluster
 	ensure_kek
+	# the library is preloaded: a server started before the last install of
+	# a different build still runs the old one, so restart it
+	local lib_sum
+	lib_sum=$(sha256sum "$(pg_config --pkglibdir)/agentidp.so" 2>/dev/null | cut -d' ' -f1)
+	if pg_running && [ "$lib_sum" != "$(cat "$CLUSTER_DIR/started-lib.sha256" 2>/dev/null)" ]; then
+		say "restarting PostgreSQL for the newly installed agentidp library"
+		as_pg_user pg_ctl -D "$PGDATA_DIR" -m fast -w stop >/dev/null
+	fi
 	if pg_running; then
 		echo "PostgreSQL already running on 127.0.0.1:$AGENTIDP_PGPORT"
 	else
@@ -89,6 +97,7 @@ start() {
 		# shellcheck disable=SC2046
 		as_pg_user env $(sanitizer_env) pg_ctl -D "$PGDATA_DIR" -l "$CLUSTER_DIR/postgresql.log" \
 			-w -t 60 start >/dev/null || { tail -n 30 "$CLUSTER_DIR/postgresql.log"; die "PostgreSQL did not start"; }
+		echo "$lib_sum" > "$CLUSTER_DIR/started-lib.sha256"
 	fi
 	if redis_pid >/dev/null; then
 		echo "Redis already running on 127.0.0.1:$AGENTIDP_REDIS_PORT"
