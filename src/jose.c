@@ -1070,6 +1070,68 @@ split_compact(text *token, char **tok, int *len, char **dot1, char **dot2,
 	return agentidp_json_parse_strict((char *) *buf, buflen, "header");
 }
 
+/*
+ * Split a compact JWS and check its protected header: "alg" present and
+ * not "none", no refused parameters.  Nothing is verified yet.
+ */
+void
+agentidp_jws_parse(text *token, AgentidpJws *jws)
+{
+	jws->header = split_compact(token, &jws->tok, &jws->len, &jws->dot1,
+								&jws->dot2, &jws->buf);
+	jws->alg = string_member(jws->header, "alg", "header");
+	if (jws->alg == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("malformed JWS: header has no \"alg\""));
+	if (pg_strcasecmp(jws->alg, "none") == 0)
+		refuse("unsecured JWS (alg \"none\") is not accepted", NULL);
+	check_header(jws->header);
+	jws->kid = string_member(jws->header, "kid", "header");
+	jws->typ = string_member(jws->header, "typ", "header");
+}
+
+/*
+ * The payload of a parsed JWS if key signed it with the header's
+ * algorithm, which must fit the key (and be the key's own "alg" when the
+ * key names one); registered claims are type-checked.  The caller decides
+ * which algorithms it accepts before calling.
+ */
+Jsonb *
+agentidp_jws_verify_key(AgentidpJws *jws, AgentidpSigner *signer)
+{
+	JoseKey    *key = (JoseKey *) signer;
+	JwsAlg		alg = jws_alg(jws->alg);
+	size_t		buflen;
+	Jsonb	   *payload;
+
+	if (alg == JWS_UNKNOWN || !alg_fits_key(alg, key->jwk))
+	{
+		const char *shown = printable_or_null(jws->alg);
+
+		refuse(psprintf("key \"%s\" cannot be used with algorithm \"%s\"",
+						key->jwk->kid, shown ? shown : "?"), NULL);
+	}
+
+	if (!agentidp_b64url_decode(jws->dot2 + 1, jws->len - (jws->dot2 + 1 - jws->tok),
+								jws->buf, &buflen))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("malformed JWS: signature is not canonical base64url"));
+	/* the signing input is the literal text of the first two segments */
+	if (!verify_raw(alg, key, (unsigned char *) jws->tok, jws->dot2 - jws->tok,
+					jws->buf, buflen, false))
+		refuse("invalid JWS signature", NULL);
+
+	if (!agentidp_b64url_decode(jws->dot1 + 1, jws->dot2 - jws->dot1 - 1, jws->buf, &buflen))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("malformed JWS: payload is not canonical base64url"));
+	payload = agentidp_json_parse_strict((char *) jws->buf, buflen, "payload");
+	check_claims(payload);
+	return payload;
+}
+
 /*----------
  * agentidp.jws_verify(token text, jwks jsonb, algorithms text[])
  *		RETURNS jsonb
@@ -1087,16 +1149,8 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 	text	   *token;
 	KeySet	   *ks;
 	int			allowed;
-	char	   *tok;
-	int			len;
-	char	   *dot1;
-	char	   *dot2;
-	unsigned char *buf;
-	size_t		buflen;
-	Jsonb	   *header;
+	AgentidpJws jws;
 	Jsonb	   *payload;
-	char	   *alg_name;
-	char	   *kid;
 	JwsAlg		alg;
 	JoseKey    *key = NULL;
 
@@ -1108,35 +1162,25 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 	allowed = allowed_algs(PG_GETARG_ARRAYTYPE_P(2));
 	ks = keyset_get(fcinfo, PG_GETARG_JSONB_P(1));
 
-	header = split_compact(token, &tok, &len, &dot1, &dot2, &buf);
-
-	alg_name = string_member(header, "alg", "header");
-	if (alg_name == NULL)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("malformed JWS: header has no \"alg\""));
-	if (pg_strcasecmp(alg_name, "none") == 0)
-		refuse("unsecured JWS (alg \"none\") is not accepted", NULL);
-	check_header(header);
-	alg = jws_alg(alg_name);
+	agentidp_jws_parse(token, &jws);
+	alg = jws_alg(jws.alg);
 	if (alg == JWS_UNKNOWN || !(allowed & (1 << alg)))
 	{
-		const char *shown = printable_or_null(alg_name);
+		const char *shown = printable_or_null(jws.alg);
 
 		refuse(shown ? psprintf("algorithm \"%s\" is not allowed", shown) :
 			   "algorithm is not allowed", NULL);
 	}
 
 	/* the header's kid picks a key; it never authenticates anything */
-	kid = string_member(header, "kid", "header");
-	if (kid != NULL)
+	if (jws.kid != NULL)
 	{
 		for (int i = 0; i < ks->nkeys && key == NULL; i++)
-			if (strcmp(ks->keys[i].jwk->kid, kid) == 0)
+			if (strcmp(ks->keys[i].jwk->kid, jws.kid) == 0)
 				key = &ks->keys[i];
 		if (key == NULL)
 		{
-			const char *shown = printable_or_null(kid);
+			const char *shown = printable_or_null(jws.kid);
 
 			refuse(shown ? psprintf("no key with kid \"%s\"", shown) :
 				   "no key with this kid", NULL);
@@ -1147,26 +1191,7 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 	else
 		refuse("token has no \"kid\" and the key set holds more than one key", NULL);
 
-	if (!alg_fits_key(alg, key->jwk))
-		refuse(psprintf("key \"%s\" cannot be used with algorithm \"%s\"",
-						key->jwk->kid, jws_algs[alg].name), NULL);
-
-	if (!agentidp_b64url_decode(dot2 + 1, len - (dot2 + 1 - tok), buf, &buflen))
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("malformed JWS: signature is not canonical base64url"));
-	/* the signing input is the literal text of the first two segments */
-	if (!verify_raw(alg, key, (unsigned char *) tok, dot2 - tok, buf, buflen, false))
-		refuse("invalid JWS signature", NULL);
-
-	if (!agentidp_b64url_decode(dot1 + 1, dot2 - dot1 - 1, buf, &buflen))
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("malformed JWS: payload is not canonical base64url"));
-	payload = agentidp_json_parse_strict((char *) buf, buflen, "payload");
-	check_claims(payload);
-	pfree(buf);
-
+	payload = agentidp_jws_verify_key(&jws, (AgentidpSigner *) key);
 	PG_RETURN_JSONB_P(payload);
 }
 

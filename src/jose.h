@@ -49,4 +49,27 @@ extern AgentidpSigner *agentidp_signer_create(struct AgentidpJwk *key,
 extern text *agentidp_signer_sign(AgentidpSigner *signer, Jsonb *payload,
 								  Jsonb *header);
 
+/*
+ * A compact JWS split and its header checked (agentidp_jws_parse), then
+ * verified with one key (agentidp_jws_verify_key; any AgentidpSigner
+ * verifies, a public key's too).  Until verified, header members only
+ * choose the key.
+ */
+typedef struct AgentidpJws
+{
+	Jsonb	   *header;
+	char	   *alg;
+	char	   *kid;			/* NULL when absent */
+	char	   *typ;			/* NULL when absent */
+	/* the segments, for verification */
+	char	   *tok;
+	int			len;
+	char	   *dot1;
+	char	   *dot2;
+	unsigned char *buf;
+} AgentidpJws;
+
+extern void agentidp_jws_parse(text *token, AgentidpJws *jws);
+extern Jsonb *agentidp_jws_verify_key(AgentidpJws *jws, AgentidpSigner *key);
+
 #endif							/* AGENTIDP_JOSE_H */
