@@ -20,9 +20,10 @@ OBJS = \
 	src/jose_json.o \
 	src/jwk.o \
 	src/keys.o \
-	src/tenants.o
+	src/tenants.o \
+	src/tokens.o
 
-DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql
+DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql
 DOCS =
 
 REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit
@@ -59,7 +60,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/jose.h src/jwk.h src/keys.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h
 
 .PHONY: run test stop deps tap isolationcheck
 

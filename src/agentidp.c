@@ -35,6 +35,7 @@ char	   *agentidp_kek_file = NULL;
 int			agentidp_key_prepublish = 3600;
 int			agentidp_max_token_lifetime = 900;
 char	   *agentidp_trace_id = NULL;
+int			agentidp_clock_skew = 60;
 
 /*
  * The issuer base is the public URL prefix of the HTTP front; a tenant's
@@ -180,6 +181,15 @@ _PG_init(void)
 							"A retired key stays in the JWKS this long after a newer key took over.",
 							&agentidp_max_token_lifetime,
 							900, 60, 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("agentidp.clock_skew",
+							"Leeway for the exp, nbf and iat of tokens being verified.",
+							"Clocks of issuers and verifiers differ a little (RFC 8725 section 3.10 leaves the value to the verifier).",
+							&agentidp_clock_skew,
+							60, 0, 300,
 							PGC_SUSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

@@ -20,6 +20,7 @@ extern char *agentidp_kek_file;
 extern int	agentidp_key_prepublish;
 extern int	agentidp_max_token_lifetime;
 extern char *agentidp_trace_id;
+extern int	agentidp_clock_skew;
 
 /* audit.c: transaction callbacks that chain a transaction's events */
 extern void agentidp_audit_init(void);

@@ -291,6 +291,37 @@ json_datum(StringInfo buf)
 	return PointerGetDatum(cstring_to_text_with_len(buf->data, buf->len));
 }
 
+/*
+ * An event of another part (tokens): chained with the transaction like a
+ * row change.  resource_key and detail are JSON texts the caller built
+ * (never with a secret in them); actor_agent may be NULL.
+ */
+void
+agentidp_audit_event(const pg_uuid_t *tenant, const pg_uuid_t *actor_agent,
+					 const char *action, const char *result,
+					 const char *resource, const char *resource_key,
+					 const char *detail)
+{
+	Datum		values[AUDIT_NATTS];
+	bool		isnull[AUDIT_NATTS];
+
+	init_event(values, isnull, tenant, action, resource);
+	if (actor_agent != NULL)
+	{
+		values[AUDIT_ATT_ACTOR_AGENT - 1] = UUIDPGetDatum(actor_agent);
+		isnull[AUDIT_ATT_ACTOR_AGENT - 1] = false;
+	}
+	values[AUDIT_ATT_RESULT - 1] = CStringGetTextDatum(result);
+	if (resource_key != NULL)
+	{
+		values[AUDIT_ATT_RESOURCE_KEY - 1] = CStringGetTextDatum(resource_key);
+		isnull[AUDIT_ATT_RESOURCE_KEY - 1] = false;
+	}
+	values[AUDIT_ATT_DETAIL - 1] = CStringGetTextDatum(detail);
+	isnull[AUDIT_ATT_DETAIL - 1] = false;
+	queue_event(values, isnull);
+}
+
 /* ---- a row as JSON ---- */
 
 /*

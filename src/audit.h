@@ -62,6 +62,14 @@ extern void audit_lock_tenant(const pg_uuid_t *tenant_id);
 extern void audit_chain_head(Relation rel, const pg_uuid_t *tenant_id,
 							 int64 *seq, uint8 hash[AUDIT_HASH_LEN]);
 
+/* an event of another part, chained at commit with the transaction */
+extern void agentidp_audit_event(const pg_uuid_t *tenant,
+								 const pg_uuid_t *actor_agent,
+								 const char *action, const char *result,
+								 const char *resource,
+								 const char *resource_key,
+								 const char *detail);
+
 /* lowercase hex of a hash, NUL-terminated (2 * AUDIT_HASH_LEN + 1 bytes) */
 extern void audit_hash_hex(const uint8 hash[AUDIT_HASH_LEN], char *out);
 

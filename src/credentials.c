@@ -29,6 +29,7 @@
 #include "utils/uuid.h"
 
 #include "agentidp.h"
+#include "credentials.h"
 #include "jose.h"
 
 PG_FUNCTION_INFO_V1(agentidp_create_client_secret);
@@ -270,31 +271,23 @@ authentication_failed(void)
  * between a known and an unknown client_id, which is public information
  * anyway (it appears in every access token).
  */
-Datum
-agentidp_check_client_secret(PG_FUNCTION_ARGS)
+bool
+agentidp_client_secret_matches(text *client_id, text *secret, pg_uuid_t *agent_id)
 {
 	static const unsigned char dummy_hash[SECRET_HASH_LEN] = {0};
-	text	   *client_id;
-	text	   *secret;
 	unsigned char presented[SECRET_HASH_LEN];
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	int			matched = 0;
-	pg_uuid_t  *agent_id = NULL;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		authentication_failed();
-	client_id = PG_GETARG_TEXT_PP(0);
-	secret = PG_GETARG_TEXT_PP(1);
 
 	/* malformed input cannot match: no lookup, no hint about the client */
-	if (VARSIZE_ANY_EXHDR(client_id) > CLIENT_ID_MAX_LEN ||
+	if (client_id == NULL || secret == NULL ||
+		VARSIZE_ANY_EXHDR(client_id) > CLIENT_ID_MAX_LEN ||
 		VARSIZE_ANY_EXHDR(secret) != SECRET_LEN)
-		authentication_failed();
+		return false;
 
 	secret_hash(VARDATA_ANY(secret), SECRET_LEN, presented);
 
-	SPI_connect();
 	args[0] = PointerGetDatum(client_id);
 	(void) agentidp_run_plan(&check_plan,
 							 "SELECT s.agent_id, s.secret_hash "
@@ -324,20 +317,34 @@ agentidp_check_client_secret(PG_FUNCTION_ARGS)
 			continue;
 		if (CRYPTO_memcmp(presented, VARDATA_ANY(stored), SECRET_HASH_LEN) == 0)
 		{
-			matched = 1;
-			if (agent_id == NULL)
-			{
-				agent_id = (pg_uuid_t *) SPI_palloc(sizeof(pg_uuid_t));
-				memcpy(agent_id,
-					   DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)),
+			if (!matched)
+				memcpy(agent_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)),
 					   sizeof(pg_uuid_t));
-			}
+			matched = 1;
 		}
 	}
-	SPI_finish();
 	explicit_bzero(presented, sizeof(presented));
+	return matched;
+}
 
-	if (!matched)
+void
+agentidp_client_authentication_failed(void)
+{
+	authentication_failed();
+}
+
+Datum
+agentidp_check_client_secret(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *agent_id = palloc(sizeof(pg_uuid_t));
+	bool		ok;
+
+	SPI_connect();
+	ok = agentidp_client_secret_matches(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+										PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+										agent_id);
+	SPI_finish();
+	if (!ok)
 		authentication_failed();
 	PG_RETURN_UUID_P(agent_id);
 }

@@ -1,0 +1,1271 @@
+/*-------------------------------------------------------------------------
+ *
+ * tokens.c
+ *	  The token service as SQL: the client-credentials grant, RFC 9068
+ *	  access tokens, their verification (RFC 8725), revocation (RFC 7009),
+ *	  introspection (RFC 7662) and refresh tokens rotated on every use.
+ *
+ *	  Everything runs in the caller's transaction: a token issued in a
+ *	  transaction that rolls back leaves no trace (its audit row goes with
+ *	  it), and a revocation is seen by the next statement.  Functions
+ *	  callable by the service role read and write the extension's tables
+ *	  as the extension owner (agentidp_become_owner), never as the caller.
+ *
+ * IDENTIFICATION
+ *	  src/tokens.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "agentidp.h"
+#include "audit.h"
+#include "credentials.h"
+#include "jose.h"
+#include "jwk.h"
+#include "keys.h"
+
+PG_FUNCTION_INFO_V1(agentidp_issue_token);
+PG_FUNCTION_INFO_V1(agentidp_refresh_token);
+PG_FUNCTION_INFO_V1(agentidp_verify_token);
+PG_FUNCTION_INFO_V1(agentidp_revoke_token);
+PG_FUNCTION_INFO_V1(agentidp_introspect_token);
+
+/* refresh tokens: a prefix that says what they are, then 256 random bits */
+#define REFRESH_PREFIX		"aidp_rt_"
+#define REFRESH_PREFIX_LEN	8
+#define REFRESH_RAW_LEN		32
+#define REFRESH_LEN			(REFRESH_PREFIX_LEN + AGENTIDP_B64URL_LEN(REFRESH_RAW_LEN))
+
+#define SCOPE_MAX_LEN		4096
+#define AUDIENCE_MAX_LEN	255
+#define MIN_TOKEN_LIFETIME	60
+
+/* OAuth2 errors as SQLSTATEs (docs/tokens.md has the table) */
+#define ERRCODE_OAUTH_INVALID_GRANT		ERRCODE_INVALID_PASSWORD	/* 28P01 */
+#define ERRCODE_OAUTH_INVALID_SCOPE		ERRCODE_INSUFFICIENT_PRIVILEGE	/* 42501 */
+
+/* what issuing a token for an agent needs to know */
+typedef struct Issuance
+{
+	pg_uuid_t	tenant_id;
+	pg_uuid_t	agent_id;
+	char	   *client_id;
+	char	   *issuer;
+	char	   *default_audience;
+	int			lifetime;		/* seconds */
+	bool		refresh_enabled;
+	int			refresh_lifetime;	/* seconds, absolute */
+	int			refresh_idle;	/* seconds */
+	Datum	   *audiences;		/* allowed audiences, or NULL for any */
+	int			naudiences;
+	Datum	   *scopes;			/* effective scopes, sorted */
+	int			nscopes;
+	Datum	   *roles;			/* role names, sorted */
+	int			nroles;
+} Issuance;
+
+static SPIPlanPtr issuance_plan = NULL;
+static SPIPlanPtr insert_refresh_plan = NULL;
+static SPIPlanPtr find_refresh_plan = NULL;
+static SPIPlanPtr use_refresh_plan = NULL;
+static SPIPlanPtr revoke_family_plan = NULL;
+static SPIPlanPtr verify_probe_plan = NULL;
+static SPIPlanPtr find_key_plan = NULL;
+static SPIPlanPtr revoke_jti_plan = NULL;
+
+/* ---- small helpers ---- */
+
+static char *
+uuid_text(const pg_uuid_t *u)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(u)));
+}
+
+static void
+append_json_string(StringInfo buf, const char *key, const char *value)
+{
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+	escape_json(buf, value);
+}
+
+static Jsonb *
+jsonb_from(StringInfo buf)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf->data)));
+}
+
+static void
+text_array(Datum d, Datum **elems, int *n)
+{
+	bool	   *nulls;
+
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  elems, &nulls, n);
+}
+
+static bool
+text_in(Datum *elems, int n, const char *s, size_t len)
+{
+	for (int i = 0; i < n; i++)
+	{
+		text	   *t = DatumGetTextPP(elems[i]);
+
+		if (VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), s, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int64
+unix_now(void)
+{
+	return (int64) (GetCurrentTimestamp() / USECS_PER_SEC) +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+}
+
+static TimestampTz
+from_unix(int64 secs)
+{
+	return (TimestampTz) (secs - (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY) *
+		USECS_PER_SEC;
+}
+
+/* 128 random bits, base64url: a token's jti */
+static char *
+random_jti(void)
+{
+	unsigned char raw[16];
+	char	   *out = palloc(AGENTIDP_B64URL_LEN(sizeof(raw)) + 1);
+
+	if (!pg_strong_random(raw, sizeof(raw)))
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not generate random bytes"));
+	agentidp_b64url_encode(raw, sizeof(raw), out);
+	out[AGENTIDP_B64URL_LEN(sizeof(raw))] = '\0';
+	return out;
+}
+
+static void
+token_hash(const char *token, size_t len, unsigned char *out)
+{
+	SHA256_CTX	ctx;
+
+	if (SHA256_Init(&ctx) != 1 || SHA256_Update(&ctx, token, len) != 1 ||
+		SHA256_Final(out, &ctx) != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not compute SHA-256"));
+}
+
+static Datum
+bytea_datum(const unsigned char *data, size_t len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	return PointerGetDatum(b);
+}
+
+/* ---- issuance ---- */
+
+/*
+ * Everything about an agent and its tenant that shapes its tokens, as the
+ * extension owner.  Settings come from the tenant's "settings" object
+ * (docs/tokens.md); the lifetime is clamped to [60 s,
+ * agentidp.max_token_lifetime].
+ */
+static bool
+load_issuance(const pg_uuid_t *agent_id, Issuance *is)
+{
+	Oid			argtypes[1] = {UUIDOID};
+	Datum		args[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int64		lifetime;
+
+	args[0] = UUIDPGetDatum(agent_id);
+	(void) agentidp_run_plan(&issuance_plan,
+							 "SELECT a.tenant_id, a.client_id, t.issuer, "
+							 "  COALESCE(t.settings ->> 'audience', t.issuer), "
+							 "  COALESCE((t.settings ->> 'access_token_lifetime')::bigint, 600), "
+							 "  COALESCE((t.settings ->> 'refresh_tokens')::boolean, false), "
+							 "  COALESCE((t.settings ->> 'refresh_token_lifetime')::int, 2592000), "
+							 "  COALESCE((t.settings ->> 'refresh_token_idle')::int, 86400), "
+							 "  CASE WHEN pg_catalog.jsonb_typeof(t.settings -> 'audiences') = 'array' "
+							 "    THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t.settings -> 'audiences')) END, "
+							 "  ARRAY(SELECT DISTINCT s FROM ("
+							 "    SELECT pg_catalog.unnest(a.allowed_scopes) AS s "
+							 "    UNION ALL SELECT pg_catalog.unnest(r.scopes) FROM agentidp.agent_roles ar "
+							 "      JOIN agentidp.roles r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id "
+							 "      WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id) u "
+							 "    ORDER BY s), "
+							 "  ARRAY(SELECT r.name FROM agentidp.agent_roles ar "
+							 "    JOIN agentidp.roles r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id "
+							 "    WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id ORDER BY r.name) "
+							 "FROM agentidp.agents a JOIN agentidp.tenants t ON t.tenant_id = a.tenant_id "
+							 "WHERE a.agent_id = $1 AND a.status = 'active' AND t.status = 'active'",
+							 1, argtypes, args, NULL, true, 1);
+	if (SPI_processed != 1)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	memcpy(&is->tenant_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
+	memcpy(&is->agent_id, agent_id, sizeof(pg_uuid_t));
+	is->client_id = SPI_getvalue(tup, desc, 2);
+	is->issuer = SPI_getvalue(tup, desc, 3);
+	is->default_audience = SPI_getvalue(tup, desc, 4);
+	lifetime = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	is->lifetime = (int) Max(MIN_TOKEN_LIFETIME, Min(lifetime, agentidp_max_token_lifetime));
+	is->refresh_enabled = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+	is->refresh_lifetime = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+	is->refresh_idle = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+	is->audiences = NULL;
+	is->naudiences = 0;
+	{
+		Datum		d = SPI_getbinval(tup, desc, 9, &isnull);
+
+		if (!isnull)
+			text_array(d, &is->audiences, &is->naudiences);
+	}
+	text_array(SPI_getbinval(tup, desc, 10, &isnull), &is->scopes, &is->nscopes);
+	text_array(SPI_getbinval(tup, desc, 11, &isnull), &is->roles, &is->nroles);
+	return true;
+}
+
+/*
+ * The granted scope as a space-separated string: the requested scopes
+ * (RFC 6749 section 3.3) if every one is among allowed, else invalid_scope;
+ * all allowed scopes when none is requested.  Output in allowed's (sorted)
+ * order, without duplicates.
+ */
+static char *
+grant_scope(text *requested, Datum *allowed, int nallowed)
+{
+	StringInfoData out;
+	char	   *req = NULL;
+	size_t		reqlen = 0;
+
+	if (requested != NULL)
+	{
+		req = VARDATA_ANY(requested);
+		reqlen = VARSIZE_ANY_EXHDR(requested);
+		if (reqlen == 0 || reqlen > SCOPE_MAX_LEN)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("invalid scope: it must be 1 to %d characters", SCOPE_MAX_LEN));
+		/* every token must be allowed, and well formed */
+		for (size_t i = 0; i < reqlen;)
+		{
+			size_t		j = i;
+
+			while (j < reqlen && req[j] != ' ')
+			{
+				unsigned char c = (unsigned char) req[j];
+
+				if (c < 0x21 || c > 0x7e || c == '"' || c == '\\')
+					ereport(ERROR,
+							errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("invalid scope: scopes are printable ASCII without '\"' or '\\', separated by single spaces"));
+				j++;
+			}
+			if (j == i)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid scope: scopes are separated by single spaces"));
+			if (!text_in(allowed, nallowed, req + i, j - i))
+				ereport(ERROR,
+						errcode(ERRCODE_OAUTH_INVALID_SCOPE),
+						errmsg("invalid_scope: scope \"%.*s\" is not allowed for this client",
+							   (int) Min(j - i, 128), req + i),
+						errhint("The client may ask for its allowed scopes and its roles' scopes (agentidp.effective_scopes)."));
+			i = j + 1;
+			if (j + 1 == reqlen)
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid scope: scopes are separated by single spaces"));
+		}
+	}
+
+	initStringInfo(&out);
+	for (int k = 0; k < nallowed; k++)
+	{
+		text	   *t = DatumGetTextPP(allowed[k]);
+		const char *s = VARDATA_ANY(t);
+		size_t		len = VARSIZE_ANY_EXHDR(t);
+		bool		wanted = (req == NULL);
+
+		for (size_t i = 0; !wanted && i < reqlen;)
+		{
+			size_t		j = i;
+
+			while (j < reqlen && req[j] != ' ')
+				j++;
+			wanted = (j - i == len && memcmp(req + i, s, len) == 0);
+			i = j + 1;
+		}
+		if (!wanted)
+			continue;
+		if (out.len > 0)
+			appendStringInfoChar(&out, ' ');
+		appendBinaryStringInfo(&out, s, len);
+	}
+	return out.data;
+}
+
+static char *
+grant_audience(text *requested, const Issuance *is)
+{
+	char	   *aud;
+
+	if (requested == NULL)
+		return is->default_audience;
+	aud = text_to_cstring(requested);
+	if (strlen(aud) == 0 || strlen(aud) > AUDIENCE_MAX_LEN)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid audience: it must be 1 to %d characters", AUDIENCE_MAX_LEN));
+	for (const char *p = aud; *p; p++)
+		if ((unsigned char) *p < 0x21 || *p == 0x7f)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("invalid audience: no white space or control characters"));
+	if (is->audiences != NULL &&
+		!text_in(is->audiences, is->naudiences, aud, strlen(aud)) &&
+		strcmp(aud, is->default_audience) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OAUTH_INVALID_SCOPE),
+				errmsg("invalid_target: audience \"%s\" is not one of the tenant's audiences", aud),
+				errhint("The tenant's settings list them under \"audiences\"."));
+	return aud;
+}
+
+/* an RFC 9068 access token, signed with the tenant's active key */
+static char *
+sign_access_token(const Issuance *is, const char *scope, const char *aud,
+				  const char *jti, int64 iat)
+{
+	StringInfoData c;
+	Jsonb	   *header;
+	text	   *jws;
+
+	initStringInfo(&c);
+	appendStringInfoChar(&c, '{');
+	append_json_string(&c, "iss", is->issuer);
+	appendStringInfoChar(&c, ',');
+	append_json_string(&c, "sub", uuid_text(&is->agent_id));
+	appendStringInfoChar(&c, ',');
+	append_json_string(&c, "aud", aud);
+	appendStringInfo(&c, ",\"exp\":" INT64_FORMAT ",\"iat\":" INT64_FORMAT
+					 ",\"nbf\":" INT64_FORMAT ",",
+					 iat + is->lifetime, iat, iat);
+	append_json_string(&c, "jti", jti);
+	appendStringInfoChar(&c, ',');
+	append_json_string(&c, "client_id", is->client_id);
+	if (scope[0] != '\0')
+	{
+		appendStringInfoChar(&c, ',');
+		append_json_string(&c, "scope", scope);
+	}
+	appendStringInfoChar(&c, ',');
+	append_json_string(&c, "tenant_id", uuid_text(&is->tenant_id));
+	appendStringInfoString(&c, ",\"roles\":[");
+	for (int i = 0; i < is->nroles; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&c, ',');
+		escape_json(&c, TextDatumGetCString(is->roles[i]));
+	}
+	appendStringInfoString(&c, "]}");
+
+	header = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												CStringGetDatum("{\"typ\":\"at+jwt\"}")));
+	jws = agentidp_signer_sign(agentidp_active_signer(&is->tenant_id), jsonb_from(&c), header);
+	return text_to_cstring(jws);
+}
+
+/*
+ * A new refresh token of a family (a new family when family is NULL),
+ * stored hashed; returns the token, shown once.
+ */
+static char *
+issue_refresh(const Issuance *is, const char *scope, const char *aud,
+			  const pg_uuid_t *family, TimestampTz family_expires)
+{
+	unsigned char raw[REFRESH_RAW_LEN];
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+	char	   *token = palloc(REFRESH_LEN + 1);
+	Oid			argtypes[8] = {UUIDOID, UUIDOID, UUIDOID, BYTEAOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		args[8];
+	char		nulls[8] = "        ";
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz expires = family != NULL ? family_expires :
+		now + (int64) is->refresh_lifetime * USECS_PER_SEC;
+	TimestampTz idle = now + (int64) is->refresh_idle * USECS_PER_SEC;
+
+	if (!pg_strong_random(raw, sizeof(raw)))
+		ereport(ERROR,
+				errcode(ERRCODE_INTERNAL_ERROR),
+				errmsg("could not generate random bytes"));
+	memcpy(token, REFRESH_PREFIX, REFRESH_PREFIX_LEN);
+	agentidp_b64url_encode(raw, sizeof(raw), token + REFRESH_PREFIX_LEN);
+	token[REFRESH_LEN] = '\0';
+	explicit_bzero(raw, sizeof(raw));
+	token_hash(token, REFRESH_LEN, hash);
+
+	args[0] = UUIDPGetDatum(&is->tenant_id);
+	args[1] = UUIDPGetDatum(&is->agent_id);
+	if (family != NULL)
+		args[2] = UUIDPGetDatum(family);
+	else
+		nulls[2] = 'n';
+	args[3] = bytea_datum(hash, sizeof(hash));
+	args[4] = CStringGetTextDatum(scope);
+	args[5] = CStringGetTextDatum(aud);
+	args[6] = TimestampTzGetDatum(expires);
+	args[7] = TimestampTzGetDatum(Min(idle, expires));
+	(void) agentidp_run_plan(&insert_refresh_plan,
+							 "INSERT INTO agentidp.refresh_tokens "
+							 "(tenant_id, agent_id, family_id, token_hash, scope, audience, "
+							 " expires_at, idle_expires_at) "
+							 "VALUES ($1, $2, COALESCE($3, pg_catalog.gen_random_uuid()), $4, $5, $6, $7, $8)",
+							 8, argtypes, args, nulls, false, 0);
+	return token;
+}
+
+/*
+ * Issue an access token (and a refresh token where the tenant enables
+ * them) for an authenticated agent, audit it, and return the RFC 6749
+ * section 5.1 response.  family is the refresh family being rotated, or
+ * NULL.
+ */
+static Jsonb *
+issue(const Issuance *is, const char *grant_type, const char *scope,
+	  const char *aud, const pg_uuid_t *family, TimestampTz family_expires)
+{
+	int64		iat = unix_now();
+	char	   *jti = random_jti();
+	char	   *access = sign_access_token(is, scope, aud, jti, iat);
+	char	   *refresh = NULL;
+	StringInfoData r;
+	StringInfoData key;
+	StringInfoData detail;
+
+	if (is->refresh_enabled || family != NULL)
+		refresh = issue_refresh(is, scope, aud, family, family_expires);
+
+	initStringInfo(&key);
+	appendStringInfoChar(&key, '{');
+	append_json_string(&key, "jti", jti);
+	appendStringInfoChar(&key, '}');
+	initStringInfo(&detail);
+	appendStringInfoChar(&detail, '{');
+	append_json_string(&detail, "grant_type", grant_type);
+	appendStringInfoChar(&detail, ',');
+	append_json_string(&detail, "client_id", is->client_id);
+	appendStringInfoChar(&detail, ',');
+	append_json_string(&detail, "scope", scope);
+	appendStringInfoChar(&detail, ',');
+	append_json_string(&detail, "aud", aud);
+	appendStringInfo(&detail, ",\"exp\":" INT64_FORMAT ",\"refresh_token\":%s}",
+					 iat + is->lifetime, refresh ? "true" : "false");
+	agentidp_audit_event(&is->tenant_id, &is->agent_id, "token.issue", "success",
+						 "token", key.data, detail.data);
+
+	initStringInfo(&r);
+	appendStringInfoChar(&r, '{');
+	append_json_string(&r, "access_token", access);
+	appendStringInfoString(&r, ",\"token_type\":\"Bearer\"");
+	appendStringInfo(&r, ",\"expires_in\":%d,", is->lifetime);
+	append_json_string(&r, "scope", scope);
+	if (refresh != NULL)
+	{
+		appendStringInfoChar(&r, ',');
+		append_json_string(&r, "refresh_token", refresh);
+	}
+	appendStringInfoChar(&r, '}');
+	return jsonb_from(&r);
+}
+
+static Jsonb *
+copy_out(Jsonb *jb)
+{
+	Jsonb	   *copy = (Jsonb *) SPI_palloc(VARSIZE(jb));
+
+	memcpy(copy, jb, VARSIZE(jb));
+	return copy;
+}
+
+/*
+ * agentidp.issue_token(client_id text, client_secret text,
+ *						scope text DEFAULT NULL, audience text DEFAULT NULL)
+ *		RETURNS jsonb
+ *
+ * The client-credentials grant (RFC 6749 section 4.4).  Every client
+ * authentication failure raises the same 28000 error.
+ */
+Datum
+agentidp_issue_token(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	pg_uuid_t	agent_id;
+	Issuance	is;
+	Jsonb	   *result;
+	char	   *scope;
+	char	   *aud;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	if (!agentidp_client_secret_matches(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+										PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+										&agent_id) ||
+		!load_issuance(&agent_id, &is))
+		agentidp_client_authentication_failed();
+	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), is.scopes, is.nscopes);
+	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
+	result = copy_out(issue(&is, "client_credentials", scope, aud, NULL, 0));
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
+
+/* ---- refresh ---- */
+
+static Jsonb *
+oauth_error(const char *error, const char *description)
+{
+	StringInfoData r;
+
+	initStringInfo(&r);
+	appendStringInfoChar(&r, '{');
+	append_json_string(&r, "error", error);
+	appendStringInfoChar(&r, ',');
+	append_json_string(&r, "error_description", description);
+	appendStringInfoChar(&r, '}');
+	return jsonb_from(&r);
+}
+
+/* an audited refusal of a refresh; the family id names what was refused */
+static void
+audit_refresh_refusal(const pg_uuid_t *tenant, const pg_uuid_t *agent,
+					  const pg_uuid_t *family, const char *result, const char *reason)
+{
+	StringInfoData key;
+	StringInfoData detail;
+
+	initStringInfo(&key);
+	appendStringInfoChar(&key, '{');
+	append_json_string(&key, "refresh_family", uuid_text(family));
+	appendStringInfoChar(&key, '}');
+	initStringInfo(&detail);
+	appendStringInfoChar(&detail, '{');
+	append_json_string(&detail, "grant_type", "refresh_token");
+	appendStringInfoChar(&detail, ',');
+	append_json_string(&detail, "reason", reason);
+	appendStringInfoChar(&detail, '}');
+	agentidp_audit_event(tenant, agent, "token.refresh", result, "token", key.data, detail.data);
+}
+
+static void
+revoke_family(const pg_uuid_t *tenant, const pg_uuid_t *family)
+{
+	Oid			argtypes[2] = {UUIDOID, UUIDOID};
+	Datum		args[2];
+
+	args[0] = UUIDPGetDatum(tenant);
+	args[1] = UUIDPGetDatum(family);
+	(void) agentidp_run_plan(&revoke_family_plan,
+							 "UPDATE agentidp.refresh_tokens SET revoked_at = pg_catalog.now() "
+							 "WHERE tenant_id = $1 AND family_id = $2 AND revoked_at IS NULL",
+							 2, argtypes, args, NULL, false, 0);
+}
+
+/*
+ * agentidp.refresh_token(refresh_token text, client_id text,
+ *						  client_secret text DEFAULT NULL) RETURNS jsonb
+ *
+ * The refresh-token grant with rotation: the presented token is used up
+ * and a new one of the same family returned with a new access token.
+ * Presenting a used token again revokes the whole family (RFC 9700
+ * section 4.14.2).  Grant errors are returned as the RFC 6749 section 5.2
+ * object ({"error": "invalid_grant", ...}) rather than raised, so that the
+ * family's revocation and the audit row of the refusal commit; client
+ * authentication failures raise 28000 as everywhere.
+ */
+Datum
+agentidp_refresh_token(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	pg_uuid_t	agent_id;
+	text	   *presented;
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+	Oid			argtypes[1] = {BYTEAOID};
+	Datum		args[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	pg_uuid_t	tenant;
+	pg_uuid_t	owner_agent;
+	pg_uuid_t	token_id;
+	pg_uuid_t	family;
+	char	   *scope;
+	char	   *aud;
+	TimestampTz expires;
+	TimestampTz idle_expires;
+	bool		used;
+	bool		revoked;
+	Issuance	is;
+	Jsonb	   *result;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	if (!agentidp_client_secret_matches(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+										PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
+										&agent_id))
+		agentidp_client_authentication_failed();
+
+	presented = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	if (presented == NULL || VARSIZE_ANY_EXHDR(presented) != REFRESH_LEN ||
+		memcmp(VARDATA_ANY(presented), REFRESH_PREFIX, REFRESH_PREFIX_LEN) != 0)
+	{
+		result = oauth_error("invalid_grant", "the refresh token is malformed");
+		goto done;
+	}
+	token_hash(VARDATA_ANY(presented), REFRESH_LEN, hash);
+	args[0] = bytea_datum(hash, sizeof(hash));
+	/* the row lock makes concurrent uses of one token take turns */
+	(void) agentidp_run_plan(&find_refresh_plan,
+							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
+							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL "
+							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+							 1, argtypes, args, NULL, false, 1);
+	if (SPI_processed != 1)
+	{
+		result = oauth_error("invalid_grant", "the refresh token is unknown");
+		goto done;
+	}
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	memcpy(&tenant, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
+	memcpy(&owner_agent, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
+	memcpy(&token_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), sizeof(pg_uuid_t));
+	memcpy(&family, DatumGetUUIDP(SPI_getbinval(tup, desc, 4, &isnull)), sizeof(pg_uuid_t));
+	scope = SPI_getvalue(tup, desc, 5);
+	aud = SPI_getvalue(tup, desc, 6);
+	expires = DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull));
+	idle_expires = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+	used = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+	revoked = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+
+	if (memcmp(&owner_agent, &agent_id, sizeof(pg_uuid_t)) != 0)
+	{
+		audit_refresh_refusal(&tenant, &agent_id, &family, "denied", "issued to another client");
+		result = oauth_error("invalid_grant", "the refresh token was issued to another client");
+	}
+	else if (used)
+	{
+		revoke_family(&tenant, &family);
+		audit_refresh_refusal(&tenant, &agent_id, &family, "denied",
+							  "reuse of a used refresh token: family revoked");
+		result = oauth_error("invalid_grant",
+							 "the refresh token was already used; every token of its family is revoked");
+	}
+	else if (revoked)
+	{
+		audit_refresh_refusal(&tenant, &agent_id, &family, "denied", "revoked");
+		result = oauth_error("invalid_grant", "the refresh token is revoked");
+	}
+	else if (GetCurrentTimestamp() >= expires || GetCurrentTimestamp() >= idle_expires)
+	{
+		audit_refresh_refusal(&tenant, &agent_id, &family, "denied", "expired");
+		result = oauth_error("invalid_grant", "the refresh token has expired");
+	}
+	else if (!load_issuance(&agent_id, &is))
+		agentidp_client_authentication_failed();
+	else
+	{
+		Oid			uargtypes[2] = {UUIDOID, UUIDOID};
+		Datum		uargs[2];
+		Datum	   *granted;
+		int			ngranted = 0;
+		char	   *narrowed;
+
+		uargs[0] = UUIDPGetDatum(&tenant);
+		uargs[1] = UUIDPGetDatum(&token_id);
+		(void) agentidp_run_plan(&use_refresh_plan,
+								 "UPDATE agentidp.refresh_tokens SET used_at = pg_catalog.now() "
+								 "WHERE tenant_id = $1 AND token_id = $2",
+								 2, uargtypes, uargs, NULL, false, 0);
+
+		/* scopes the agent has lost since are not refreshed */
+		granted = palloc(sizeof(Datum) * Max(is.nscopes, 1));
+		for (int i = 0; i < is.nscopes; i++)
+		{
+			text	   *t = DatumGetTextPP(is.scopes[i]);
+			char	   *s = text_to_cstring(t);
+			size_t		len = strlen(s);
+
+			for (char *p = scope; *p;)
+			{
+				char	   *e = strchr(p, ' ');
+				size_t		plen = e ? (size_t) (e - p) : strlen(p);
+
+				if (plen == len && memcmp(p, s, len) == 0)
+				{
+					granted[ngranted++] = is.scopes[i];
+					break;
+				}
+				p += plen + (e ? 1 : 0);
+			}
+		}
+		narrowed = grant_scope(NULL, granted, ngranted);
+		result = issue(&is, "refresh_token", narrowed, aud, &family, expires);
+	}
+done:
+	result = copy_out(result);
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
+
+/* ---- verification ---- */
+
+/*
+ * Public keys by kid, per backend.  A kid is the RFC 7638 thumbprint of
+ * the key, so an entry never goes stale: a kid names the same key forever.
+ * Whether its tenant still exists, and everything else that can change,
+ * is read fresh for every token (verify_probe_plan).
+ */
+#define VERIFY_CACHE_SIZE 64
+
+typedef struct VerifyKey
+{
+	char		kid[64];
+	pg_uuid_t	tenant;
+	char		alg[8];
+	AgentidpJwk *jwk;
+	AgentidpSigner *verifier;
+	MemoryContext cxt;
+	uint64		used;
+} VerifyKey;
+
+static VerifyKey verify_cache[VERIFY_CACHE_SIZE];
+static uint64 verify_clock = 0;
+
+static void pg_attribute_noreturn()
+invalid_token(const char *reason)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			errmsg("invalid token: %s", reason));
+}
+
+static VerifyKey *
+verify_key(const char *kid)
+{
+	VerifyKey  *slot = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+	Jsonb	   *jwk;
+	MemoryContext old;
+
+	if (strlen(kid) >= sizeof(slot->kid))
+		invalid_token("unknown key");
+	for (int i = 0; i < VERIFY_CACHE_SIZE; i++)
+		if (verify_cache[i].verifier != NULL && strcmp(verify_cache[i].kid, kid) == 0)
+		{
+			verify_cache[i].used = ++verify_clock;
+			return &verify_cache[i];
+		}
+
+	args[0] = CStringGetTextDatum(kid);
+	(void) agentidp_run_plan(&find_key_plan,
+							 "SELECT tenant_id, alg, public_jwk FROM agentidp.signing_keys "
+							 "WHERE kid = $1",
+							 1, argtypes, args, NULL, true, 2);
+	if (SPI_processed != 1)
+		invalid_token("unknown key");
+
+	for (int i = 0; i < VERIFY_CACHE_SIZE; i++)
+		if (slot == NULL || verify_cache[i].used < slot->used)
+			slot = &verify_cache[i];
+	if (slot->jwk != NULL)
+		agentidp_jwk_free(slot->jwk);
+	slot->jwk = NULL;
+	slot->verifier = NULL;
+	if (slot->cxt != NULL)
+		MemoryContextDelete(slot->cxt);
+	slot->cxt = AllocSetContextCreate(TopMemoryContext, "agentidp verification key",
+									  ALLOCSET_SMALL_SIZES);
+	jwk = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	old = MemoryContextSwitchTo(slot->cxt);
+	PG_TRY();
+	{
+		slot->jwk = agentidp_jwk_import(jwk, false);
+		slot->verifier = agentidp_signer_create(slot->jwk, slot->cxt);
+	}
+	PG_FINALLY();
+	{
+		MemoryContextSwitchTo(old);
+	}
+	PG_END_TRY();
+	memcpy(&slot->tenant, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1, &isnull)),
+		   sizeof(pg_uuid_t));
+	strlcpy(slot->alg, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+			sizeof(slot->alg));
+	strlcpy(slot->kid, kid, sizeof(slot->kid));
+	slot->used = ++verify_clock;
+	return slot;
+}
+
+static JsonbValue *
+claim(Jsonb *payload, const char *name)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) name;
+	k.val.string.len = strlen(name);
+	return findJsonbValueFromContainer(&payload->root, JB_FOBJECT, &k);
+}
+
+static char *
+string_claim(Jsonb *payload, const char *name)
+{
+	JsonbValue *v = claim(payload, name);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* a NumericDate claim (jose.c checked its range), or -1 when absent */
+static int64
+date_claim(Jsonb *payload, const char *name)
+{
+	JsonbValue *v = claim(payload, name);
+
+	if (v == NULL || v->type != jbvNumeric)
+		return -1;
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+}
+
+/* 8-4-4-4-12 lower-case hex, as uuid_out writes it */
+static bool
+canonical_uuid(const char *s)
+{
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return false;
+		}
+		else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+static bool
+audience_matches(Jsonb *payload, const char *aud)
+{
+	JsonbValue *v = claim(payload, "aud");
+	size_t		len = strlen(aud);
+
+	if (v == NULL)
+		return false;
+	if (v->type == jbvString)
+		return v->val.string.len == len && memcmp(v->val.string.val, aud, len) == 0;
+	if (v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data))
+	{
+		for (int i = 0; i < JsonContainerSize(v->val.binary.data); i++)
+		{
+			JsonbValue *e = getIthJsonbValueFromContainer(v->val.binary.data, i);
+
+			if (e->type == jbvString && e->val.string.len == len &&
+				memcmp(e->val.string.val, aud, len) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * The claims of a valid access token of this database's tenants, else
+ * 28000 naming the reason.  RFC 8725: the key comes from the kid among
+ * the tenants' keys, the algorithm must be that key's own, "typ" must say
+ * access token (RFC 9068 section 4), issuer and audience are checked, and
+ * times with agentidp.clock_skew of leeway.  Revocation, agent and tenant
+ * status are read in one probe for every token, so a revoked token or a
+ * suspended agent fails on the next statement.  Runs in the caller's SPI
+ * connection as the extension owner.
+ */
+static Jsonb *
+verify_access_token(text *token, text *audience)
+{
+	AgentidpJws jws;
+	VerifyKey  *key;
+	Jsonb	   *payload;
+	char	   *tenant_claim;
+	char	   *sub;
+	char	   *jti;
+	char	   *iss;
+	int64		now = unix_now();
+	int64		exp;
+	int64		nbf;
+	int64		iat;
+	Oid			argtypes[3] = {UUIDOID, UUIDOID, TEXTOID};
+	Datum		args[3];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *aud;
+
+	if (token == NULL)
+		invalid_token("the token is NULL");
+	agentidp_jws_parse(token, &jws);
+	if (jws.typ == NULL ||
+		(pg_strcasecmp(jws.typ, "at+jwt") != 0 &&
+		 pg_strcasecmp(jws.typ, "application/at+jwt") != 0))
+		invalid_token("wrong typ: not an access token");
+	if (jws.kid == NULL)
+		invalid_token("unknown key");
+	key = verify_key(jws.kid);
+	if (strcmp(jws.alg, key->alg) != 0)
+		invalid_token("algorithm is not the key's");
+	payload = agentidp_jws_verify_key(&jws, key->verifier);
+
+	tenant_claim = string_claim(payload, "tenant_id");
+	if (tenant_claim == NULL || strcmp(tenant_claim, uuid_text(&key->tenant)) != 0)
+		invalid_token("token of another tenant than its key");
+	sub = string_claim(payload, "sub");
+	jti = string_claim(payload, "jti");
+	if (sub == NULL || jti == NULL)
+		invalid_token("no sub or jti");
+
+	exp = date_claim(payload, "exp");
+	nbf = date_claim(payload, "nbf");
+	iat = date_claim(payload, "iat");
+	if (exp < 0)
+		invalid_token("no exp");
+	if (now > exp + agentidp_clock_skew)
+		invalid_token("expired");
+	if ((nbf >= 0 && nbf > now + agentidp_clock_skew) ||
+		(iat >= 0 && iat > now + agentidp_clock_skew))
+		invalid_token("not yet valid");
+
+	/* sub is an agent id: a uuid in its canonical text form */
+	if (!canonical_uuid(sub))
+		invalid_token("unknown agent");
+	args[0] = UUIDPGetDatum(&key->tenant);
+	args[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(sub));
+	args[2] = CStringGetTextDatum(jti);
+	(void) agentidp_run_plan(&verify_probe_plan,
+							 "SELECT t.issuer, t.status, COALESCE(t.settings ->> 'audience', t.issuer), "
+							 "  (SELECT a.status FROM agentidp.agents a "
+							 "   WHERE a.tenant_id = t.tenant_id AND a.agent_id = $2), "
+							 "  EXISTS (SELECT FROM agentidp.revoked_tokens r "
+							 "          WHERE r.tenant_id = t.tenant_id AND r.jti = $3) "
+							 "FROM agentidp.tenants t WHERE t.tenant_id = $1",
+							 3, argtypes, args, NULL, true, 1);
+	if (SPI_processed != 1)
+		invalid_token("unknown tenant");
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	iss = string_claim(payload, "iss");
+	if (iss == NULL || strcmp(iss, SPI_getvalue(tup, desc, 1)) != 0)
+		invalid_token("wrong issuer");
+	aud = audience != NULL ? text_to_cstring(audience) : SPI_getvalue(tup, desc, 3);
+	if (!audience_matches(payload, aud))
+		invalid_token("wrong audience");
+	if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
+		invalid_token("revoked");
+	if (strcmp(SPI_getvalue(tup, desc, 2), "active") != 0)
+		invalid_token("the tenant is suspended");
+	(void) SPI_getbinval(tup, desc, 4, &isnull);
+	if (isnull)
+		invalid_token("unknown agent");
+	if (strcmp(SPI_getvalue(tup, desc, 4), "active") != 0)
+		invalid_token(psprintf("the agent is %s", SPI_getvalue(tup, desc, 4)));
+	return payload;
+}
+
+/*
+ * agentidp.verify_token(token text, audience text DEFAULT NULL)
+ *		RETURNS jsonb
+ *
+ * The claims of a valid access token; without an audience the tenant's
+ * default audience (its "audience" setting, else its issuer) must be in
+ * "aud".
+ */
+Datum
+agentidp_verify_token(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	Jsonb	   *claims;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1)));
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(claims);
+}
+
+/*
+ * The claims of a valid access token, or NULL for anything invalid: the
+ * error is caught in a subtransaction (revocation and introspection answer
+ * "inactive" rather than fail, RFC 7009 section 2.2, RFC 7662 section 2.2).
+ */
+static Jsonb *
+try_verify(text *token)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Jsonb	   *volatile claims = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		claims = verify_access_token(token, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		claims = NULL;
+	}
+	PG_END_TRY();
+	return claims;
+}
+
+/* the refresh token row of a presented token, locked; false if unknown */
+static bool
+find_refresh(text *token, pg_uuid_t *tenant, pg_uuid_t *agent, pg_uuid_t *family)
+{
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+	Oid			argtypes[1] = {BYTEAOID};
+	Datum		args[1];
+	bool		isnull;
+
+	if (VARSIZE_ANY_EXHDR(token) != REFRESH_LEN ||
+		memcmp(VARDATA_ANY(token), REFRESH_PREFIX, REFRESH_PREFIX_LEN) != 0)
+		return false;
+	token_hash(VARDATA_ANY(token), REFRESH_LEN, hash);
+	args[0] = bytea_datum(hash, sizeof(hash));
+	(void) agentidp_run_plan(&find_refresh_plan,
+							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
+							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL "
+							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+							 1, argtypes, args, NULL, false, 1);
+	if (SPI_processed != 1)
+		return false;
+	memcpy(tenant, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+		   sizeof(pg_uuid_t));
+	memcpy(agent, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+		   sizeof(pg_uuid_t));
+	memcpy(family, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)),
+		   sizeof(pg_uuid_t));
+	return true;
+}
+
+static bool
+client_matches(text *client_id, const char *token_client)
+{
+	return client_id == NULL ||
+		(VARSIZE_ANY_EXHDR(client_id) == strlen(token_client) &&
+		 memcmp(VARDATA_ANY(client_id), token_client, strlen(token_client)) == 0);
+}
+
+/*
+ * agentidp.revoke_token(token text, client_id text DEFAULT NULL)
+ *		RETURNS void
+ *
+ * RFC 7009: an access token is revoked by its jti until it expires; a
+ * refresh token revokes its whole family.  A token that is not valid
+ * (unknown, expired, already revoked) is no error, as the RFC says; one
+ * issued to another client than client_id (when given) is refused.
+ */
+Datum
+agentidp_revoke_token(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	text	   *token = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	text	   *client_id = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	pg_uuid_t	tenant;
+	pg_uuid_t	agent;
+	pg_uuid_t	family;
+	Jsonb	   *claims;
+
+	if (token == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("token must not be null"));
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	if (VARSIZE_ANY_EXHDR(token) >= REFRESH_PREFIX_LEN &&
+		memcmp(VARDATA_ANY(token), REFRESH_PREFIX, REFRESH_PREFIX_LEN) == 0)
+	{
+		if (find_refresh(token, &tenant, &agent, &family))
+		{
+			Issuance	is;
+
+			if (client_id != NULL &&
+				(!load_issuance(&agent, &is) || !client_matches(client_id, is.client_id)))
+				ereport(ERROR,
+						errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+						errmsg("unauthorized_client: the token was not issued to this client"));
+			revoke_family(&tenant, &family);
+			audit_refresh_refusal(&tenant, &agent, &family, "success", "revoked by request");
+		}
+	}
+	else if ((claims = try_verify(token)) != NULL)
+	{
+		char	   *jti = string_claim(claims, "jti");
+		char	   *cid = string_claim(claims, "client_id");
+		char	   *sub = string_claim(claims, "sub");
+		char	   *tid = string_claim(claims, "tenant_id");
+		Oid			argtypes[3] = {UUIDOID, TEXTOID, TIMESTAMPTZOID};
+		Datum		args[3];
+		StringInfoData key;
+
+		if (cid == NULL || !client_matches(client_id, cid))
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					errmsg("unauthorized_client: the token was not issued to this client"));
+		args[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(tid));
+		args[1] = CStringGetTextDatum(jti);
+		args[2] = TimestampTzGetDatum(from_unix(date_claim(claims, "exp")));
+		(void) agentidp_run_plan(&revoke_jti_plan,
+								 "INSERT INTO agentidp.revoked_tokens (tenant_id, jti, expires_at) "
+								 "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+								 3, argtypes, args, NULL, false, 0);
+		initStringInfo(&key);
+		appendStringInfoChar(&key, '{');
+		append_json_string(&key, "jti", jti);
+		appendStringInfoChar(&key, '}');
+		agentidp_audit_event(DatumGetUUIDP(args[0]),
+							 DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(sub))),
+							 "token.revoke", "success", "token", key.data, "{\"token_type\":\"access_token\"}");
+	}
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * agentidp.introspect_token(token text) RETURNS jsonb
+ *
+ * RFC 7662: {"active": false} for anything not valid now, else the token's
+ * claims with "active": true and "token_type".  Refresh tokens are active
+ * while unused, unrevoked and unexpired.
+ */
+Datum
+agentidp_introspect_token(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	text	   *token = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	Jsonb	   *result = NULL;
+	StringInfoData r;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	initStringInfo(&r);
+	if (token != NULL && VARSIZE_ANY_EXHDR(token) >= REFRESH_PREFIX_LEN &&
+		memcmp(VARDATA_ANY(token), REFRESH_PREFIX, REFRESH_PREFIX_LEN) == 0)
+	{
+		pg_uuid_t	tenant;
+		pg_uuid_t	agent;
+		pg_uuid_t	family;
+		Issuance	is;
+
+		if (find_refresh(token, &tenant, &agent, &family))
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			TimestampTz expires = DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull));
+			TimestampTz idle = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+			bool		used = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+			bool		revoked = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+			char	   *scope = SPI_getvalue(tup, desc, 5);
+			char	   *aud = SPI_getvalue(tup, desc, 6);
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (!used && !revoked && now < expires && now < idle &&
+				load_issuance(&agent, &is))
+			{
+				appendStringInfoString(&r, "{\"active\":true,\"token_type\":\"refresh_token\",");
+				append_json_string(&r, "scope", scope);
+				appendStringInfoChar(&r, ',');
+				append_json_string(&r, "client_id", is.client_id);
+				appendStringInfoChar(&r, ',');
+				append_json_string(&r, "sub", uuid_text(&agent));
+				appendStringInfoChar(&r, ',');
+				append_json_string(&r, "aud", aud);
+				appendStringInfoChar(&r, ',');
+				append_json_string(&r, "iss", is.issuer);
+				appendStringInfo(&r, ",\"exp\":" INT64_FORMAT "}",
+								 (int64) (Min(expires, idle) / USECS_PER_SEC) +
+								 (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY);
+				result = jsonb_from(&r);
+			}
+		}
+	}
+	else if (token != NULL)
+	{
+		Jsonb	   *claims = try_verify(token);
+
+		if (claims != NULL)
+		{
+			/* the claims, then what RFC 7662 adds */
+			char	   *text = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
+
+			appendStringInfoString(&r, "{\"active\":true,\"token_type\":\"Bearer\",");
+			appendStringInfoString(&r, text + 1);
+			result = jsonb_from(&r);
+		}
+	}
+	if (result == NULL)
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"active\":false}")));
+	result = copy_out(result);
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
