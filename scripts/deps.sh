@@ -14,6 +14,12 @@ PACKAGES=(
 	python3-minimal
 )
 
+# Node.js runs the interoperability test with npm's jose; a machine that
+# has node and npm already (of any origin) keeps them
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	PACKAGES+=(nodejs npm)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -66,6 +66,18 @@ else
 	cat "$CLUSTER_DIR/logs/verifier.log"
 fi
 
+# tokens against an independent JOSE implementation (npm jose)
+say "node interop"
+if PGDATABASE="$AGENTIDP_DB" test/node/run.sh >"$CLUSTER_DIR/logs/node.log" 2>&1; then
+	n=$(sed -nE 's/^# pass ([0-9]+)/\1/p' "$CLUSTER_DIR/logs/node.log" | tail -n 1)
+	passed=$((passed + 1))
+	summary+=("node interop: ${n:-?} tests passed")
+else
+	failed=$((failed + 1))
+	summary+=("node interop: FAILED")
+	tail -n 60 "$CLUSTER_DIR/logs/node.log"
+fi
+
 say "TAP"
 scripts/tap.sh 2>&1 | tee "$CLUSTER_DIR/logs/tap.log"
 tap_rc=${PIPESTATUS[0]}

@@ -929,7 +929,7 @@ audience_matches(Jsonb *payload, const char *aud)
  * connection as the extension owner.
  */
 static Jsonb *
-verify_access_token(text *token, text *audience)
+verify_access_token(text *token, text *audience, bool check_audience)
 {
 	AgentidpJws jws;
 	VerifyKey  *key;
@@ -1004,7 +1004,7 @@ verify_access_token(text *token, text *audience)
 	if (iss == NULL || strcmp(iss, SPI_getvalue(tup, desc, 1)) != 0)
 		invalid_token("wrong issuer");
 	aud = audience != NULL ? text_to_cstring(audience) : SPI_getvalue(tup, desc, 3);
-	if (!audience_matches(payload, aud))
+	if (check_audience && !audience_matches(payload, aud))
 		invalid_token("wrong audience");
 	if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
 		invalid_token("revoked");
@@ -1035,15 +1035,17 @@ agentidp_verify_token(PG_FUNCTION_ARGS)
 	SPI_connect();
 	agentidp_become_owner(&oc);
 	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
-										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1)));
+										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+										  true));
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(claims);
 }
 
 /*
- * The claims of a valid access token, or NULL for anything invalid: the
- * error is caught in a subtransaction (revocation and introspection answer
+ * The claims of a valid access token, whatever its audience (the issuer
+ * itself asks), or NULL for anything invalid: the error is caught in a
+ * subtransaction (revocation and introspection answer
  * "inactive" rather than fail, RFC 7009 section 2.2, RFC 7662 section 2.2).
  */
 static Jsonb *
@@ -1057,7 +1059,7 @@ try_verify(text *token)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		claims = verify_access_token(token, NULL);
+		claims = verify_access_token(token, NULL, false);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;

@@ -1,0 +1,219 @@
+--
+-- The token service (src/tokens.c): the client-credentials grant, access
+-- tokens (RFC 9068), verification and each of its refusals, revocation,
+-- introspection, refresh rotation and reuse, what is audited.
+--
+\set SHOW_CONTEXT never
+SET ROLE regress_admin_a;
+SELECT agentidp.create_tenant('tok-a') AS ta \gset
+SELECT agentidp.rotate_signing_key(:'ta') AS kid_a \gset
+SELECT agentidp.register_agent(:'ta', 'worker', '{read,write}') AS agent \gset
+SELECT agentidp.create_role(:'ta', 'auditor', '{audit:read}') IS NOT NULL AS role_made;
+SELECT agentidp.grant_role(:'agent', 'auditor');
+SELECT client_id AS cid, client_secret AS secret FROM agentidp.create_client_secret(:'agent') \gset
+SELECT issuer AS iss_a FROM agentidp.tenants WHERE tenant_id = :'ta' \gset
+RESET ROLE;
+
+-- the grant, as the service role
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret') AS r \gset
+SELECT :'r'::jsonb - 'access_token' AS response,
+	   jsonb_typeof(:'r'::jsonb -> 'access_token') AS access_token;
+RESET ROLE;
+SELECT h - 'kid' AS header, h ->> 'kid' = :'kid_a' AS kid_is_active_key
+FROM agentidp._jws_header(:'r'::jsonb ->> 'access_token') AS h;
+SET ROLE regress_service;
+SELECT c ->> 'iss' = :'iss_a' AS iss, c ->> 'sub' = :'agent' AS sub, c ->> 'aud' = :'iss_a' AS aud,
+	   c ->> 'client_id' = :'cid' AS client_id, c ->> 'tenant_id' = :'ta' AS tenant_id,
+	   c ->> 'scope' AS scope, c -> 'roles' AS roles,
+	   (c ->> 'exp')::bigint - (c ->> 'iat')::bigint AS lifetime,
+	   c ->> 'nbf' = c ->> 'iat' AS nbf_is_iat, length(c ->> 'jti') AS jti_len
+FROM agentidp.verify_token(:'r'::jsonb ->> 'access_token') AS c;
+-- scopes: a subset, in sorted order without duplicates; an audience
+SELECT agentidp.issue_token(:'cid', :'secret', 'write audit:read write') - 'access_token' AS narrowed;
+SELECT agentidp.verify_token(agentidp.issue_token(:'cid', :'secret', 'read', 'https://api.example')
+	->> 'access_token', 'https://api.example') ->> 'aud' AS aud;
+
+-- client authentication failures all look the same
+\set VERBOSITY sqlstate
+SELECT agentidp.issue_token('nobody', :'secret');
+SELECT agentidp.issue_token(:'cid', 'aidp_sk_' || repeat('A', 43));
+SELECT agentidp.issue_token(:'cid', NULL);
+SELECT agentidp.issue_token(NULL, NULL);
+\set VERBOSITY default
+SELECT agentidp.issue_token(:'cid', 'wrong');
+-- scope and audience refusals
+SELECT agentidp.issue_token(:'cid', :'secret', 'admin');
+SELECT agentidp.issue_token(:'cid', :'secret', 'read  write');
+SELECT agentidp.issue_token(:'cid', :'secret', 'read "x"');
+SELECT agentidp.issue_token(:'cid', :'secret', '');
+SELECT agentidp.issue_token(:'cid', :'secret', NULL, 'has space');
+RESET ROLE;
+
+-- an expired secret, a revoked secret, a suspended agent: the same failure
+SET ROLE regress_admin_a;
+SELECT client_secret AS short_secret FROM agentidp.create_client_secret(:'agent', interval '1 millisecond') \gset
+SELECT pg_sleep(0.01);
+SELECT client_secret AS revoked_secret FROM agentidp.create_client_secret(:'agent') \gset
+SELECT secret_id AS revoked_id FROM agentidp.client_secrets
+WHERE agent_id = :'agent' ORDER BY created_at DESC, secret_id LIMIT 1 \gset
+SELECT agentidp.revoke_client_secret(:'cid', :'revoked_id');
+RESET ROLE;
+SET ROLE regress_service;
+\set VERBOSITY sqlstate
+SELECT agentidp.issue_token(:'cid', :'short_secret');
+SELECT agentidp.issue_token(:'cid', :'revoked_secret');
+\set VERBOSITY default
+RESET ROLE;
+
+-- a tenant's allowed audiences
+UPDATE agentidp.tenants SET settings = '{"audiences": ["https://api.example"], "access_token_lifetime": 300}'
+WHERE tenant_id = :'ta';
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret', NULL, 'https://elsewhere.example');
+SELECT (agentidp.issue_token(:'cid', :'secret', NULL, 'https://api.example') ->> 'expires_in') AS lifetime;
+RESET ROLE;
+
+--
+-- Verification refusals.  Tokens with chosen claims are signed with the
+-- tenant's key by _sign_with_tenant_key, which only superusers may call.
+--
+SET ROLE regress_admin_b;
+SELECT agentidp.create_tenant('tok-b') AS tb \gset
+SELECT agentidp.rotate_signing_key(:'tb') AS kid_b \gset
+RESET ROLE;
+CREATE FUNCTION pg_temp.forge(tenant uuid, changes jsonb, header jsonb DEFAULT '{"typ":"at+jwt"}')
+RETURNS text LANGUAGE sql AS $$
+	SELECT agentidp._sign_with_tenant_key(tenant,
+		jsonb_build_object('iss', (SELECT issuer FROM agentidp.tenants WHERE tenant_id = $1),
+			'sub', (SELECT agent_id::text FROM agentidp.agents WHERE name = 'worker'),
+			'aud', (SELECT issuer FROM agentidp.tenants WHERE tenant_id = $1),
+			'exp', extract(epoch FROM now())::bigint + 300, 'iat', extract(epoch FROM now())::bigint,
+			'jti', md5(random()::text), 'client_id', 'x', 'tenant_id', $1) || changes, header)
+$$;
+-- (verified as a superuser: the service role may not read what forge reads)
+-- a well-formed forged token verifies: the forge is faithful
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{}')) ->> 'client_id' AS forged_ok;
+\set VERBOSITY terse
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', jsonb_build_object('exp', extract(epoch FROM now())::bigint - 120)));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', jsonb_build_object('nbf', extract(epoch FROM now())::bigint + 120)));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', jsonb_build_object('iat', extract(epoch FROM now())::bigint + 120)));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{"iss": "https://evil.example"}'));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{"aud": "https://other.example"}'));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{}'), 'https://other.example');
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{}', '{"typ": "JWT"}'));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{}', '{}'));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{}', '{"typ": "rt+jwt"}'));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{"sub": "not-an-agent"}'));
+SELECT agentidp.verify_token(pg_temp.forge(:'ta', '{"exp": null}'));
+-- tenant b's key over tenant a's claims; tenant a's token presented as b's
+SELECT agentidp.verify_token(pg_temp.forge(:'tb', jsonb_build_object('tenant_id', :'ta')));
+SELECT agentidp.verify_token(pg_temp.forge(:'tb', jsonb_build_object('iss', :'iss_a')));
+-- a changed signature, an unknown key, none, garbage
+SELECT agentidp.verify_token(left(:'r'::jsonb ->> 'access_token', -2) ||
+	CASE WHEN right(:'r'::jsonb ->> 'access_token', 2) = 'AA' THEN 'BA' ELSE 'AA' END);
+SELECT agentidp.verify_token(agentidp.jws_sign('{"sub":"x"}', agentidp.generate_jwk('ES256') || '{"kid":"unknown-kid"}', '{"typ":"at+jwt"}'));
+SELECT agentidp.verify_token('eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.e30.');
+SELECT agentidp.verify_token('not a token');
+SELECT agentidp.verify_token(NULL);
+\set VERBOSITY default
+-- the attack catalogue's structural cases are covered by sql/jose_vectors.sql,
+-- which runs every token of ../vectors/jwt-attacks.md through the same parser
+
+--
+-- Revocation, suspension: fail on the next statement
+--
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret', 'read', 'https://api.example') ->> 'access_token' AS tok \gset
+SELECT agentidp.verify_token(:'tok', 'https://api.example') ->> 'scope' AS before_revocation;
+SELECT agentidp.revoke_token(:'tok', 'another-client');
+SELECT agentidp.revoke_token(:'tok', :'cid');
+\set VERBOSITY terse
+SELECT agentidp.verify_token(:'tok', 'https://api.example');
+\set VERBOSITY default
+SELECT agentidp.introspect_token(:'tok');
+-- revoking again, or revoking garbage, is no error (RFC 7009)
+SELECT agentidp.revoke_token(:'tok');
+SELECT agentidp.revoke_token('garbage');
+SELECT agentidp.issue_token(:'cid', :'secret', 'read', 'https://api.example') ->> 'access_token' AS tok2 \gset
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.suspend_agent(:'agent');
+RESET ROLE;
+SET ROLE regress_service;
+\set VERBOSITY terse
+SELECT agentidp.verify_token(:'tok2', 'https://api.example');
+\set VERBOSITY default
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.reactivate_agent(:'agent');
+RESET ROLE;
+SET ROLE regress_service;
+SELECT agentidp.verify_token(:'tok2', 'https://api.example') ->> 'sub' = :'agent' AS valid_again;
+
+-- introspection of a valid token: its claims plus active and token_type
+SELECT i ->> 'active' AS active, i ->> 'token_type' AS token_type, i ->> 'scope' AS scope,
+	   i ->> 'client_id' = :'cid' AS client_id
+FROM agentidp.introspect_token(:'tok2') AS i;
+SELECT agentidp.introspect_token('garbage'), agentidp.introspect_token(NULL);
+RESET ROLE;
+
+--
+-- Refresh tokens: rotation, reuse revokes the family
+--
+UPDATE agentidp.tenants SET settings = '{"refresh_tokens": true}' WHERE tenant_id = :'ta';
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret', 'read') AS r1 \gset
+SELECT :'r1'::jsonb ->> 'refresh_token' AS rt1 \gset
+SELECT left(:'rt1', 8) AS prefix, length(:'rt1') AS length;
+SELECT i ->> 'active' AS active, i ->> 'token_type' AS token_type, i ->> 'scope' AS scope
+FROM agentidp.introspect_token(:'rt1') AS i;
+SELECT agentidp.refresh_token(:'rt1', :'cid', :'secret') AS r2 \gset
+SELECT :'r2'::jsonb - 'access_token' - 'refresh_token' AS rotated,
+	   :'r2'::jsonb ->> 'refresh_token' <> :'rt1' AS new_refresh_token;
+SELECT :'r2'::jsonb ->> 'refresh_token' AS rt2 \gset
+SELECT agentidp.verify_token(:'r2'::jsonb ->> 'access_token') ->> 'scope' AS refreshed_scope;
+-- the used token again: the family is revoked, rt2 with it
+SELECT agentidp.refresh_token(:'rt1', :'cid', :'secret');
+SELECT agentidp.refresh_token(:'rt2', :'cid', :'secret');
+SELECT agentidp.introspect_token(:'rt2');
+-- malformed, unknown, and another client's refresh token
+SELECT agentidp.refresh_token('aidp_rt_short', :'cid', :'secret');
+SELECT agentidp.refresh_token('aidp_rt_' || repeat('A', 43), :'cid', :'secret');
+\set VERBOSITY sqlstate
+SELECT agentidp.refresh_token(:'rt2', :'cid', 'wrong');
+\set VERBOSITY default
+-- revoking a refresh token revokes its family
+SELECT agentidp.issue_token(:'cid', :'secret') ->> 'refresh_token' AS rt3 \gset
+SELECT agentidp.revoke_token(:'rt3');
+SELECT agentidp.refresh_token(:'rt3', :'cid', :'secret');
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT count(*) AS tokens, count(used_at) AS used, count(revoked_at) AS revoked
+FROM agentidp.refresh_tokens WHERE tenant_id = :'ta';
+-- hashes stay unreadable
+SELECT token_hash FROM agentidp.refresh_tokens;
+RESET ROLE;
+
+-- a token issued in a rolled-back transaction leaves no trace
+SET ROLE regress_service;
+BEGIN;
+SELECT agentidp.issue_token(:'cid', :'secret') IS NOT NULL AS issued;
+ROLLBACK;
+RESET ROLE;
+
+-- the audit log: every issuance, refresh and revocation; never a secret
+SELECT action, result, count(*) FROM agentidp.audit_events
+WHERE tenant_id = :'ta' AND action LIKE 'token.%' GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT count(*) AS secrets_in_log FROM agentidp.audit_events
+WHERE detail::text ~ 'aidp_(sk|rt)_' OR resource_key::text ~ 'aidp_(sk|rt)_';
+SELECT DISTINCT actor_agent = :'agent' AS actor_is_agent, actor_role FROM agentidp.audit_events
+WHERE tenant_id = :'ta' AND action = 'token.issue';
+SELECT ok FROM agentidp.verify_audit_chain(:'ta');
+
+-- who may call what
+SET ROLE regress_outsider;
+\set VERBOSITY terse
+SELECT agentidp.issue_token(:'cid', :'secret');
+\set VERBOSITY default
+RESET ROLE;
