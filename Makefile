@@ -29,7 +29,7 @@ DOCS =
 REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens
 REGRESS_OPTS = --dbname=agentidp_regression
 
-ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race
+ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race
 ISOLATION_SPECS_OPTS = --inputdir=test/isolation --dbname=agentidp_isolation \
 	--load-extension=agentidp
 
