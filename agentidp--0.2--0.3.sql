@@ -41,6 +41,20 @@ CREATE TABLE agentidp.refresh_tokens (
 CREATE INDEX refresh_tokens_family_idx ON agentidp.refresh_tokens (tenant_id, family_id);
 COMMENT ON TABLE agentidp.refresh_tokens IS 'refresh tokens (hashed), rotated on every use, in families';
 
+/*
+ * jtis that must not be seen twice until they expire: client assertions
+ * (private_key_jwt) and, later, DPoP proofs.
+ */
+CREATE TABLE agentidp.used_jtis (
+	tenant_id	uuid NOT NULL,
+	kind		text NOT NULL CONSTRAINT used_jtis_kind_valid CHECK (kind IN ('client_assertion', 'dpop_proof')),
+	jti			text NOT NULL,
+	expires_at	timestamptz NOT NULL,
+	CONSTRAINT used_jtis_pkey PRIMARY KEY (tenant_id, kind, jti)
+);
+COMMENT ON TABLE agentidp.used_jtis IS 'jtis of client assertions (and DPoP proofs) seen, kept until they expire, to refuse replays';
+
+SELECT pg_catalog.pg_extension_config_dump('agentidp.used_jtis', '');
 SELECT pg_catalog.pg_extension_config_dump('agentidp.revoked_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('agentidp.refresh_tokens', '');
 
@@ -48,7 +62,7 @@ DO $rls$
 DECLARE
 	t text;
 BEGIN
-	FOREACH t IN ARRAY ARRAY['revoked_tokens', 'refresh_tokens']
+	FOREACH t IN ARRAY ARRAY['revoked_tokens', 'refresh_tokens', 'used_jtis']
 	LOOP
 		EXECUTE pg_catalog.format('ALTER TABLE agentidp.%I ENABLE ROW LEVEL SECURITY', t);
 		EXECUTE pg_catalog.format('ALTER TABLE agentidp.%I FORCE ROW LEVEL SECURITY', t);
@@ -75,6 +89,83 @@ CREATE TRIGGER revoke_refresh AFTER UPDATE OF status ON agentidp.agents
 	FOR EACH ROW WHEN (NEW.status <> 'active' AND OLD.status = 'active')
 	EXECUTE FUNCTION agentidp._agents_revoke_refresh();
 
+/*
+ * Delegation policy (RFC 8693 "may_act" as data): which agent may act for
+ * which, optionally within scopes.  Audited like the other policy tables.
+ */
+CREATE TABLE agentidp.may_act (
+	tenant_id	uuid NOT NULL,
+	subject_agent_id uuid NOT NULL,
+	actor_agent_id uuid NOT NULL,
+	scopes		text[] CONSTRAINT may_act_scopes_valid CHECK (scopes IS NULL OR agentidp._valid_scopes(scopes)),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT may_act_pkey PRIMARY KEY (tenant_id, subject_agent_id, actor_agent_id),
+	CONSTRAINT may_act_subject_fkey FOREIGN KEY (tenant_id, subject_agent_id)
+		REFERENCES agentidp.agents (tenant_id, agent_id) ON DELETE CASCADE,
+	CONSTRAINT may_act_actor_fkey FOREIGN KEY (tenant_id, actor_agent_id)
+		REFERENCES agentidp.agents (tenant_id, agent_id) ON DELETE CASCADE
+);
+COMMENT ON TABLE agentidp.may_act IS 'delegation policy: the actor may act for the subject (within scopes, when given)';
+SELECT pg_catalog.pg_extension_config_dump('agentidp.may_act', '');
+ALTER TABLE agentidp.may_act ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agentidp.may_act FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_admin ON agentidp.may_act
+	USING (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]))
+	WITH CHECK (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]));
+CREATE TRIGGER agentidp_audit AFTER INSERT OR UPDATE OR DELETE ON agentidp.may_act
+	FOR EACH ROW EXECUTE FUNCTION agentidp.audit_trigger();
+CREATE TRIGGER agentidp_audit_truncate BEFORE TRUNCATE ON agentidp.may_act
+	FOR EACH STATEMENT EXECUTE FUNCTION agentidp._audited_truncate_refused();
+
+CREATE FUNCTION agentidp.allow_delegation(subject_agent uuid, actor_agent uuid, scopes text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s agentidp.agents;
+	a agentidp.agents;
+BEGIN
+	s := agentidp._visible_agent(subject_agent);
+	a := agentidp._visible_agent(actor_agent);
+	PERFORM agentidp._require(s.tenant_id = a.tenant_id, '22023',
+		'the subject and the actor must belong to one tenant');
+	PERFORM agentidp._require(s.agent_id <> a.agent_id, '22023', 'an agent does not act for itself');
+	IF scopes IS NOT NULL THEN
+		PERFORM agentidp._check_scopes(scopes);
+	END IF;
+	INSERT INTO agentidp.may_act AS m (tenant_id, subject_agent_id, actor_agent_id, scopes)
+	VALUES (s.tenant_id, s.agent_id, a.agent_id, scopes)
+	ON CONFLICT (tenant_id, subject_agent_id, actor_agent_id) DO UPDATE SET scopes = excluded.scopes;
+END
+$$;
+COMMENT ON FUNCTION agentidp.allow_delegation(uuid, uuid, text[]) IS
+'lets the actor agent exchange the subject agent''s tokens for delegated ones (within scopes, when given)';
+
+CREATE FUNCTION agentidp.disallow_delegation(subject_agent uuid, actor_agent uuid) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM agentidp._require(subject_agent IS NOT NULL AND actor_agent IS NOT NULL, '22004',
+		'subject_agent and actor_agent must not be null');
+	DELETE FROM agentidp.may_act AS m
+	WHERE m.subject_agent_id = disallow_delegation.subject_agent
+	  AND m.actor_agent_id = disallow_delegation.actor_agent;
+	PERFORM agentidp._require(FOUND, '42704', 'no such delegation');
+END
+$$;
+COMMENT ON FUNCTION agentidp.disallow_delegation(uuid, uuid) IS
+'ends an allow_delegation; tokens already exchanged stay valid until they expire';
+
+CREATE FUNCTION agentidp.exchange_token(subject_token text, actor_token text DEFAULT NULL,
+										scope text DEFAULT NULL, audience text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_exchange_token';
+COMMENT ON FUNCTION agentidp.exchange_token(text, text, text, text) IS
+'RFC 8693 token exchange for delegation: the subject''s token with an act claim naming the actor; scope only narrows';
+
 /* the grants and token functions (src/tokens.c) */
 CREATE FUNCTION agentidp.issue_token(client_id text, client_secret text,
 									 scope text DEFAULT NULL, audience text DEFAULT NULL)
@@ -83,6 +174,42 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'agentidp_issue_token';
 COMMENT ON FUNCTION agentidp.issue_token(text, text, text, text) IS
 'OAuth2 client-credentials grant: an RFC 9068 access token (and a refresh token where the tenant enables them), as the RFC 6749 token response';
+
+CREATE FUNCTION agentidp.issue_token_jwt(client_assertion text, scope text DEFAULT NULL,
+										 audience text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_issue_token_jwt';
+COMMENT ON FUNCTION agentidp.issue_token_jwt(text, text, text) IS
+'OAuth2 client-credentials grant with private_key_jwt client authentication (RFC 7523): the assertion is verified with the agent''s registered key and its jti is refused a second time';
+
+CREATE FUNCTION agentidp._public_jwk_kid(jwk jsonb) RETURNS text
+LANGUAGE c IMMUTABLE STRICT
+AS 'MODULE_PATHNAME', 'agentidp_public_jwk_kid';
+COMMENT ON FUNCTION agentidp._public_jwk_kid(jsonb) IS
+'the RFC 7638 thumbprint of a valid public JWK; a private key is refused';
+
+CREATE FUNCTION agentidp.add_client_key(agent_id uuid, public_jwk jsonb) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	a agentidp.agents;
+	k text;
+BEGIN
+	PERFORM agentidp._require(public_jwk IS NOT NULL, '22004', 'public_jwk must not be null');
+	a := agentidp._visible_agent(agent_id);
+	k := agentidp._public_jwk_kid(public_jwk);
+	PERFORM agentidp._require(NOT EXISTS (SELECT FROM agentidp.client_keys AS x
+		WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.agent_id AND x.kid = k), '23505',
+		'the agent has this key already', format('Key "%s".', k));
+	INSERT INTO agentidp.client_keys (tenant_id, agent_id, kid, public_jwk)
+	VALUES (a.tenant_id, a.agent_id, k, (public_jwk - 'kid') || jsonb_build_object('kid', k));
+	RETURN k;
+END
+$$;
+COMMENT ON FUNCTION agentidp.add_client_key(uuid, jsonb) IS
+'registers a public JWK an agent authenticates with (private_key_jwt); returns its kid, the RFC 7638 thumbprint';
 
 CREATE FUNCTION agentidp.refresh_token(refresh_token text, client_id text, client_secret text DEFAULT NULL)
 RETURNS jsonb
@@ -111,13 +238,23 @@ COMMENT ON FUNCTION agentidp.introspect_token(text) IS
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
+	agentidp._public_jwk_kid(jsonb),
+	agentidp.add_client_key(uuid, jsonb),
+	agentidp.allow_delegation(uuid, uuid, text[]),
+	agentidp.disallow_delegation(uuid, uuid)
+	TO agentidp_admin;
+GRANT SELECT, INSERT, UPDATE (scopes), DELETE ON agentidp.may_act TO agentidp_admin;
+GRANT INSERT (tenant_id, agent_id, kid, public_jwk) ON agentidp.client_keys TO agentidp_admin;
+GRANT EXECUTE ON FUNCTION
 	agentidp.issue_token(text, text, text, text),
+	agentidp.issue_token_jwt(text, text, text),
+	agentidp.exchange_token(text, text, text, text),
 	agentidp.refresh_token(text, text, text),
 	agentidp.verify_token(text, text),
 	agentidp.revoke_token(text, text),
 	agentidp.introspect_token(text)
 	TO agentidp_admin, agentidp_service;
-GRANT SELECT ON agentidp.revoked_tokens TO agentidp_admin;
+GRANT SELECT ON agentidp.revoked_tokens, agentidp.used_jtis TO agentidp_admin;
 GRANT SELECT (tenant_id, token_id, family_id, agent_id, scope, audience, created_at,
 			  expires_at, idle_expires_at, used_at, revoked_at)
 	ON agentidp.refresh_tokens TO agentidp_admin;

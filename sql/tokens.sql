@@ -195,6 +195,125 @@ FROM agentidp.refresh_tokens WHERE tenant_id = :'ta';
 SELECT token_hash FROM agentidp.refresh_tokens;
 RESET ROLE;
 
+--
+-- private_key_jwt: a registered public key, a signed assertion, no replay
+--
+SELECT agentidp.generate_jwk('ES256') AS client_jwk \gset
+SELECT :'client_jwk'::jsonb - 'd' AS client_pub \gset
+SET ROLE regress_admin_a;
+SELECT agentidp.add_client_key(:'agent', :'client_jwk');
+SELECT agentidp.add_client_key(:'agent', '{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}');
+SELECT agentidp.add_client_key(:'agent', :'client_pub') AS ckid \gset
+SELECT :'ckid' = agentidp.jwk_thumbprint(:'client_pub') AS kid_is_thumbprint;
+\set VERBOSITY terse
+SELECT agentidp.add_client_key(:'agent', :'client_pub');
+\set VERBOSITY default
+RESET ROLE;
+CREATE FUNCTION pg_temp.assertion(jwk jsonb, changes jsonb DEFAULT '{}', header jsonb DEFAULT '{}')
+RETURNS text LANGUAGE sql AS $$
+	SELECT agentidp.jws_sign(jsonb_build_object(
+		'iss', (SELECT client_id FROM agentidp.agents WHERE name = 'worker'),
+		'sub', (SELECT client_id FROM agentidp.agents WHERE name = 'worker'),
+		'aud', (SELECT issuer || '/oauth/token' FROM agentidp.tenants WHERE name = 'tok-a'),
+		'exp', extract(epoch FROM now())::bigint + 60,
+		'jti', md5(random()::text)) || changes,
+		jwk || jsonb_build_object('kid', agentidp.jwk_thumbprint(jwk - 'd')), header)
+$$;
+SELECT pg_temp.assertion(:'client_jwk') AS assertion \gset
+SET ROLE regress_service;
+SELECT agentidp.issue_token_jwt(:'assertion', 'read') - 'access_token' - 'refresh_token' AS via_jwt;
+-- the same assertion again is a replay
+\set VERBOSITY sqlstate
+SELECT agentidp.issue_token_jwt(:'assertion', 'read');
+\set VERBOSITY default
+RESET ROLE;
+-- every refusal is the one client-authentication failure
+SELECT pg_temp.assertion(:'client_jwk', jsonb_build_object('aud', 'https://elsewhere.example')) AS a_aud,
+	   pg_temp.assertion(:'client_jwk', '{"iss": "someone-else"}') AS a_iss,
+	   pg_temp.assertion(:'client_jwk', jsonb_build_object('exp', extract(epoch FROM now())::bigint - 120)) AS a_expired,
+	   pg_temp.assertion(:'client_jwk', jsonb_build_object('exp', extract(epoch FROM now())::bigint + 3600)) AS a_long,
+	   pg_temp.assertion(:'client_jwk', '{"jti": null}') AS a_nojti,
+	   pg_temp.assertion(:'client_jwk', '{}', '{"typ": "at+jwt"}') AS a_typ,
+	   pg_temp.assertion(agentidp.generate_jwk('ES256')) AS a_unknown_key,
+	   pg_temp.assertion(:'client_jwk') AS a_later \gset
+SET ROLE regress_service;
+\set VERBOSITY sqlstate
+SELECT agentidp.issue_token_jwt(:'a_aud');
+SELECT agentidp.issue_token_jwt(:'a_iss');
+SELECT agentidp.issue_token_jwt(:'a_expired');
+SELECT agentidp.issue_token_jwt(:'a_long');
+SELECT agentidp.issue_token_jwt(:'a_nojti');
+SELECT agentidp.issue_token_jwt(:'a_typ');
+SELECT agentidp.issue_token_jwt(:'a_unknown_key');
+SELECT agentidp.issue_token_jwt(left(:'a_later', -3) || 'AAA');
+SELECT agentidp.issue_token_jwt(NULL);
+\set VERBOSITY default
+RESET ROLE;
+-- a revoked key authenticates no more
+SET ROLE regress_admin_a;
+UPDATE agentidp.client_keys SET revoked_at = now() WHERE kid = :'ckid';
+RESET ROLE;
+SET ROLE regress_service;
+\set VERBOSITY sqlstate
+SELECT agentidp.issue_token_jwt(:'a_later');
+\set VERBOSITY default
+RESET ROLE;
+SELECT kind, count(*) FROM agentidp.used_jtis GROUP BY kind;
+
+--
+-- Token exchange (RFC 8693): delegation under a policy, scope only narrows
+--
+UPDATE agentidp.tenants SET settings = '{}' WHERE tenant_id = :'ta';
+SET ROLE regress_admin_a;
+SELECT agentidp.register_agent(:'ta', 'helper', '{read,write}') AS helper \gset
+SELECT agentidp.register_agent(:'ta', 'second', '{read}') AS second \gset
+SELECT client_id AS hcid, client_secret AS hsecret FROM agentidp.create_client_secret(:'helper') \gset
+SELECT client_id AS scid, client_secret AS ssecret FROM agentidp.create_client_secret(:'second') \gset
+RESET ROLE;
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret', 'read audit:read') ->> 'access_token' AS subject_tok \gset
+SELECT agentidp.issue_token(:'hcid', :'hsecret') ->> 'access_token' AS actor_tok \gset
+SELECT agentidp.issue_token(:'scid', :'ssecret') ->> 'access_token' AS second_tok \gset
+-- no policy yet
+SELECT agentidp.exchange_token(:'subject_tok', :'actor_tok');
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.allow_delegation(:'agent', :'helper');
+SELECT agentidp.allow_delegation(:'agent', :'second', '{read}');
+SELECT agentidp.allow_delegation(:'agent', :'agent');
+RESET ROLE;
+SET ROLE regress_service;
+SELECT agentidp.exchange_token(:'subject_tok', :'actor_tok') AS x \gset
+SELECT :'x'::jsonb - 'access_token' AS exchanged;
+SELECT c ->> 'sub' = :'agent' AS sub_is_subject, c -> 'act' ->> 'sub' = :'helper' AS act_is_actor,
+	   c ->> 'client_id' = :'hcid' AS client_is_actor, c ->> 'scope' AS scope
+FROM agentidp.verify_token(:'x'::jsonb ->> 'access_token') AS c;
+-- scope only narrows: the helper holds no audit:read; asking more is invalid_scope
+SELECT agentidp.exchange_token(:'subject_tok', :'actor_tok', 'write');
+SELECT agentidp.exchange_token(:'subject_tok', :'actor_tok', 'audit:read');
+-- a chain: the second agent acts on the delegated token; act nests
+SELECT agentidp.exchange_token(:'x'::jsonb ->> 'access_token', :'second_tok') ->> 'access_token' AS x2 \gset
+SELECT c ->> 'sub' = :'agent' AS sub_is_subject, c -> 'act' ->> 'sub' = :'second' AS act_is_second,
+	   c -> 'act' -> 'act' ->> 'sub' = :'helper' AS prior_actor_is_helper, c ->> 'scope' AS scope
+FROM agentidp.verify_token(:'x2') AS c;
+SELECT (agentidp.introspect_token(:'x2') -> 'act') IS NOT NULL AS introspection_shows_act;
+-- refusals
+SELECT agentidp.exchange_token(:'subject_tok');
+SELECT agentidp.exchange_token(:'subject_tok', :'subject_tok');
+\set VERBOSITY terse
+SELECT agentidp.exchange_token(:'subject_tok', 'garbage.token.here');
+\set VERBOSITY default
+RESET ROLE;
+SELECT action, actor_agent = :'helper' AS by_helper, detail::jsonb ->> 'grant_type' AS grant_type
+FROM agentidp.audit_events WHERE tenant_id = :'ta' AND action = 'token.exchange' ORDER BY seq LIMIT 1;
+SET ROLE regress_admin_a;
+SELECT agentidp.disallow_delegation(:'agent', :'helper');
+SELECT agentidp.disallow_delegation(:'agent', :'helper');
+RESET ROLE;
+SET ROLE regress_service;
+SELECT agentidp.exchange_token(:'subject_tok', :'actor_tok');
+RESET ROLE;
+
 -- a token issued in a rolled-back transaction leaves no trace
 SET ROLE regress_service;
 BEGIN;
@@ -208,7 +327,7 @@ WHERE tenant_id = :'ta' AND action LIKE 'token.%' GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT count(*) AS secrets_in_log FROM agentidp.audit_events
 WHERE detail::text ~ 'aidp_(sk|rt)_' OR resource_key::text ~ 'aidp_(sk|rt)_';
 SELECT DISTINCT actor_agent = :'agent' AS actor_is_agent, actor_role FROM agentidp.audit_events
-WHERE tenant_id = :'ta' AND action = 'token.issue';
+WHERE tenant_id = :'ta' AND action = 'token.issue' AND detail::jsonb ->> 'client_id' = :'cid';
 SELECT ok FROM agentidp.verify_audit_chain(:'ta');
 
 -- who may call what

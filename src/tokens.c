@@ -47,6 +47,12 @@ PG_FUNCTION_INFO_V1(agentidp_refresh_token);
 PG_FUNCTION_INFO_V1(agentidp_verify_token);
 PG_FUNCTION_INFO_V1(agentidp_revoke_token);
 PG_FUNCTION_INFO_V1(agentidp_introspect_token);
+PG_FUNCTION_INFO_V1(agentidp_issue_token_jwt);
+PG_FUNCTION_INFO_V1(agentidp_public_jwk_kid);
+PG_FUNCTION_INFO_V1(agentidp_exchange_token);
+
+/* a client assertion may be valid this long at most (RFC 7523 3: "short") */
+#define ASSERTION_MAX_LIFETIME 600
 
 /* refresh tokens: a prefix that says what they are, then 256 random bits */
 #define REFRESH_PREFIX		"aidp_rt_"
@@ -90,6 +96,9 @@ static SPIPlanPtr revoke_family_plan = NULL;
 static SPIPlanPtr verify_probe_plan = NULL;
 static SPIPlanPtr find_key_plan = NULL;
 static SPIPlanPtr revoke_jti_plan = NULL;
+static SPIPlanPtr client_key_plan = NULL;
+static SPIPlanPtr record_jti_plan = NULL;
+static SPIPlanPtr may_act_plan = NULL;
 
 /* ---- small helpers ---- */
 
@@ -365,7 +374,7 @@ grant_audience(text *requested, const Issuance *is)
 /* an RFC 9068 access token, signed with the tenant's active key */
 static char *
 sign_access_token(const Issuance *is, const char *scope, const char *aud,
-				  const char *jti, int64 iat)
+				  const char *jti, int64 iat, int64 exp, const char *act)
 {
 	StringInfoData c;
 	Jsonb	   *header;
@@ -380,7 +389,7 @@ sign_access_token(const Issuance *is, const char *scope, const char *aud,
 	append_json_string(&c, "aud", aud);
 	appendStringInfo(&c, ",\"exp\":" INT64_FORMAT ",\"iat\":" INT64_FORMAT
 					 ",\"nbf\":" INT64_FORMAT ",",
-					 iat + is->lifetime, iat, iat);
+					 exp, iat, iat);
 	append_json_string(&c, "jti", jti);
 	appendStringInfoChar(&c, ',');
 	append_json_string(&c, "client_id", is->client_id);
@@ -398,7 +407,10 @@ sign_access_token(const Issuance *is, const char *scope, const char *aud,
 			appendStringInfoChar(&c, ',');
 		escape_json(&c, TextDatumGetCString(is->roles[i]));
 	}
-	appendStringInfoString(&c, "]}");
+	appendStringInfoChar(&c, ']');
+	if (act != NULL)
+		appendStringInfo(&c, ",\"act\":%s", act);
+	appendStringInfoChar(&c, '}');
 
 	header = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
 												CStringGetDatum("{\"typ\":\"at+jwt\"}")));
@@ -462,19 +474,33 @@ issue_refresh(const Issuance *is, const char *scope, const char *aud,
  * section 5.1 response.  family is the refresh family being rotated, or
  * NULL.
  */
+typedef struct Delegation
+{
+	const pg_uuid_t *actor;		/* the acting agent, audited as the actor */
+	const char *act;			/* the token's "act" claim, JSON */
+	int64		exp_cap;		/* the subject token's exp: never beyond */
+} Delegation;
+
 static Jsonb *
-issue(const Issuance *is, const char *grant_type, const char *scope,
-	  const char *aud, const pg_uuid_t *family, TimestampTz family_expires)
+issue(const Issuance *is, const char *grant_type, const char *client_auth,
+	  const char *scope, const char *aud, const pg_uuid_t *family,
+	  TimestampTz family_expires, const Delegation *dg)
 {
 	int64		iat = unix_now();
+	int64		exp = iat + is->lifetime;
 	char	   *jti = random_jti();
-	char	   *access = sign_access_token(is, scope, aud, jti, iat);
+	char	   *access;
 	char	   *refresh = NULL;
 	StringInfoData r;
 	StringInfoData key;
 	StringInfoData detail;
 
-	if (is->refresh_enabled || family != NULL)
+	if (dg != NULL && dg->exp_cap < exp)
+		exp = dg->exp_cap;
+	access = sign_access_token(is, scope, aud, jti, iat, exp, dg ? dg->act : NULL);
+
+	/* a delegated token is not refreshed: the subject's token bounds it */
+	if (dg == NULL && (is->refresh_enabled || family != NULL))
 		refresh = issue_refresh(is, scope, aud, family, family_expires);
 
 	initStringInfo(&key);
@@ -485,21 +511,33 @@ issue(const Issuance *is, const char *grant_type, const char *scope,
 	appendStringInfoChar(&detail, '{');
 	append_json_string(&detail, "grant_type", grant_type);
 	appendStringInfoChar(&detail, ',');
+	append_json_string(&detail, "client_auth", client_auth);
+	appendStringInfoChar(&detail, ',');
 	append_json_string(&detail, "client_id", is->client_id);
 	appendStringInfoChar(&detail, ',');
 	append_json_string(&detail, "scope", scope);
 	appendStringInfoChar(&detail, ',');
 	append_json_string(&detail, "aud", aud);
-	appendStringInfo(&detail, ",\"exp\":" INT64_FORMAT ",\"refresh_token\":%s}",
-					 iat + is->lifetime, refresh ? "true" : "false");
-	agentidp_audit_event(&is->tenant_id, &is->agent_id, "token.issue", "success",
+	appendStringInfo(&detail, ",\"exp\":" INT64_FORMAT ",\"refresh_token\":%s",
+					 exp, refresh ? "true" : "false");
+	if (dg != NULL)
+	{
+		appendStringInfoChar(&detail, ',');
+		append_json_string(&detail, "subject", uuid_text(&is->agent_id));
+		appendStringInfo(&detail, ",\"act\":%s", dg->act);
+	}
+	appendStringInfoChar(&detail, '}');
+	agentidp_audit_event(&is->tenant_id, dg ? dg->actor : &is->agent_id,
+						 dg ? "token.exchange" : "token.issue", "success",
 						 "token", key.data, detail.data);
 
 	initStringInfo(&r);
 	appendStringInfoChar(&r, '{');
 	append_json_string(&r, "access_token", access);
 	appendStringInfoString(&r, ",\"token_type\":\"Bearer\"");
-	appendStringInfo(&r, ",\"expires_in\":%d,", is->lifetime);
+	appendStringInfo(&r, ",\"expires_in\":%d,", (int) (exp - iat));
+	if (dg != NULL)
+		appendStringInfoString(&r, "\"issued_token_type\":\"urn:ietf:params:oauth:token-type:access_token\",");
 	append_json_string(&r, "scope", scope);
 	if (refresh != NULL)
 	{
@@ -546,7 +584,7 @@ agentidp_issue_token(PG_FUNCTION_ARGS)
 		agentidp_client_authentication_failed();
 	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), is.scopes, is.nscopes);
 	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
-	result = copy_out(issue(&is, "client_credentials", scope, aud, NULL, 0));
+	result = copy_out(issue(&is, "client_credentials", "client_secret", scope, aud, NULL, 0, NULL));
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(result);
@@ -742,7 +780,7 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 			}
 		}
 		narrowed = grant_scope(NULL, granted, ngranted);
-		result = issue(&is, "refresh_token", narrowed, aud, &family, expires);
+		result = issue(&is, "refresh_token", "client_secret", narrowed, aud, &family, expires, NULL);
 	}
 done:
 	result = copy_out(result);
@@ -1267,6 +1305,356 @@ agentidp_introspect_token(PG_FUNCTION_ARGS)
 	if (result == NULL)
 		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"active\":false}")));
 	result = copy_out(result);
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
+
+/* ---- private_key_jwt ---- */
+
+/*
+ * Every refusal of a client assertion is the one client-authentication
+ * failure callers see; the reason goes to the server log alone.
+ */
+static void pg_attribute_noreturn()
+assertion_refused(const char *reason)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			errmsg("client authentication failed"),
+			errdetail_log("client assertion refused: %s", reason),
+			errhint("Check the client_id and client_secret; the secret may have been revoked or may have expired."));
+}
+
+/*
+ * Record a jti until expires; false if it was recorded already (a replay).
+ * The primary key decides between concurrent uses.
+ */
+static bool
+record_jti(const pg_uuid_t *tenant, const char *kind, const char *jti, TimestampTz expires)
+{
+	Oid			argtypes[4] = {UUIDOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[4];
+
+	args[0] = UUIDPGetDatum(tenant);
+	args[1] = CStringGetTextDatum(kind);
+	args[2] = CStringGetTextDatum(jti);
+	args[3] = TimestampTzGetDatum(expires);
+	(void) agentidp_run_plan(&record_jti_plan,
+							 "INSERT INTO agentidp.used_jtis (tenant_id, kind, jti, expires_at) "
+							 "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+							 4, argtypes, args, NULL, false, 0);
+	return SPI_processed == 1;
+}
+
+/*
+ * The agent a client assertion (RFC 7523 section 3, OpenID Connect Core
+ * section 9 private_key_jwt) authenticates, else the uniform 28000.  The
+ * header's kid picks a registered client key (the RFC 7638 thumbprint
+ * add_client_key returned); iss and sub must be that agent's client_id,
+ * aud the tenant's issuer or its token endpoint (<issuer>/oauth/token),
+ * exp near, and the jti unused: it is recorded until exp.
+ */
+static void
+authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
+{
+	AgentidpJws jws;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	AgentidpJwk *key;
+	AgentidpSigner *verifier;
+	MemoryContext cxt;
+	MemoryContext old;
+	Jsonb	   *claims;
+	pg_uuid_t	tenant;
+	char	   *client_id;
+	char	   *issuer;
+	char	   *endpoint;
+	char	   *iss;
+	char	   *sub;
+	char	   *jti;
+	int64		now = unix_now();
+	int64		exp;
+	int64		nbf;
+	int64		iat;
+
+	if (assertion == NULL)
+		assertion_refused("no assertion");
+	agentidp_jws_parse(assertion, &jws);
+	if (jws.kid == NULL)
+		assertion_refused("no kid");
+	/* an access token or a DPoP proof is not a client assertion */
+	if (jws.typ != NULL &&
+		(pg_strcasecmp(jws.typ, "at+jwt") == 0 ||
+		 pg_strcasecmp(jws.typ, "application/at+jwt") == 0 ||
+		 pg_strcasecmp(jws.typ, "dpop+jwt") == 0))
+		assertion_refused("typ says this is not a client assertion");
+
+	args[0] = CStringGetTextDatum(jws.kid);
+	(void) agentidp_run_plan(&client_key_plan,
+							 "SELECT k.tenant_id, k.agent_id, k.public_jwk, a.client_id, t.issuer "
+							 "FROM agentidp.client_keys k "
+							 "JOIN agentidp.agents a ON a.tenant_id = k.tenant_id AND a.agent_id = k.agent_id "
+							 "JOIN agentidp.tenants t ON t.tenant_id = k.tenant_id "
+							 "WHERE k.kid = $1 AND k.revoked_at IS NULL "
+							 "  AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now()) "
+							 "  AND a.status = 'active' AND t.status = 'active'",
+							 1, argtypes, args, NULL, true, 2);
+	if (SPI_processed == 0)
+		assertion_refused("no active client key with this kid");
+	if (SPI_processed > 1)
+		assertion_refused("the key is registered for more than one client");
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	memcpy(&tenant, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
+	memcpy(agent_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
+	client_id = SPI_getvalue(tup, desc, 4);
+	issuer = SPI_getvalue(tup, desc, 5);
+
+	/* the key lives as long as this call */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp client key", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	key = agentidp_jwk_import(DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull)), false);
+	verifier = agentidp_signer_create(key, cxt);
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		claims = agentidp_jws_verify_key(&jws, verifier);
+	}
+	PG_FINALLY();
+	{
+		agentidp_jwk_free(key);
+		MemoryContextDelete(cxt);
+	}
+	PG_END_TRY();
+
+	iss = string_claim(claims, "iss");
+	sub = string_claim(claims, "sub");
+	jti = string_claim(claims, "jti");
+	if (iss == NULL || sub == NULL || strcmp(iss, client_id) != 0 || strcmp(sub, client_id) != 0)
+		assertion_refused("iss and sub must be the client_id");
+	endpoint = psprintf("%s/oauth/token", issuer);
+	if (!audience_matches(claims, issuer) && !audience_matches(claims, endpoint))
+		assertion_refused("aud is neither the issuer nor the token endpoint");
+	exp = date_claim(claims, "exp");
+	nbf = date_claim(claims, "nbf");
+	iat = date_claim(claims, "iat");
+	if (exp < 0 || now > exp + agentidp_clock_skew)
+		assertion_refused("expired or no exp");
+	if (exp > now + ASSERTION_MAX_LIFETIME + agentidp_clock_skew)
+		assertion_refused("exp is too far ahead");
+	if ((nbf >= 0 && nbf > now + agentidp_clock_skew) ||
+		(iat >= 0 && iat > now + agentidp_clock_skew))
+		assertion_refused("not yet valid");
+	if (jti == NULL || strlen(jti) == 0 || strlen(jti) > 255)
+		assertion_refused("no jti");
+	if (!record_jti(&tenant, "client_assertion", jti, from_unix(exp + agentidp_clock_skew)))
+		assertion_refused("replayed jti");
+}
+
+/*
+ * agentidp.issue_token_jwt(client_assertion text, scope text DEFAULT NULL,
+ *							audience text DEFAULT NULL) RETURNS jsonb
+ *
+ * The client-credentials grant with private_key_jwt client authentication.
+ */
+Datum
+agentidp_issue_token_jwt(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	pg_uuid_t	agent_id;
+	Issuance	is;
+	Jsonb	   *result;
+	char	   *scope;
+	char	   *aud;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	authenticate_assertion(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &agent_id);
+	if (!load_issuance(&agent_id, &is))
+		assertion_refused("agent or tenant not active");
+	scope = grant_scope(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1), is.scopes, is.nscopes);
+	aud = grant_audience(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), &is);
+	result = copy_out(issue(&is, "client_credentials", "private_key_jwt", scope, aud, NULL, 0, NULL));
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(result);
+}
+
+/*
+ * agentidp._public_jwk_kid(jwk jsonb) RETURNS text
+ *
+ * The RFC 7638 thumbprint of a public JWK after checking it as a key
+ * (jwk.c: curve points, RSA sizes, ...); a private key is refused, so that
+ * add_client_key never stores one.
+ */
+Datum
+agentidp_public_jwk_kid(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *jwk = PG_GETARG_JSONB_P(0);
+	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
+	AgentidpJwk *key;
+
+	for (int i = 0; i < lengthof(private_members); i++)
+		if (claim(jwk, private_members[i]) != NULL)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("public_jwk must be a public key: it has the private member \"%s\"",
+						   private_members[i]),
+					errhint("Register the public half only; the private key stays with the client."));
+	key = agentidp_jwk_import(jwk, false);
+	agentidp_jwk_free(key);
+	PG_RETURN_TEXT_P(cstring_to_text(agentidp_jwk_thumbprint(jwk)));
+}
+
+/* ---- token exchange (delegation) ---- */
+
+static bool
+in_scope_list(const char *list, const char *s, size_t len)
+{
+	for (const char *p = list; *p;)
+	{
+		const char *e = strchr(p, ' ');
+		size_t		plen = e ? (size_t) (e - p) : strlen(p);
+
+		if (plen == len && memcmp(p, s, len) == 0)
+			return true;
+		p += plen + (e ? 1 : 0);
+	}
+	return false;
+}
+
+/*
+ * agentidp.exchange_token(subject_token text, actor_token text DEFAULT NULL,
+ *						   scope text DEFAULT NULL, audience text DEFAULT NULL)
+ *		RETURNS jsonb
+ *
+ * RFC 8693 delegation: a token whose sub is the subject token's and whose
+ * "act" names the actor (the actor token's agent), nesting the subject
+ * token's own "act" when it was delegated already.  The actor must be
+ * allowed to act for the subject (agentidp.may_act), both of one tenant.
+ * The scope only narrows: what the subject token holds, what the actor may
+ * be granted, what the policy allows, and what was asked.  The new token
+ * never outlives the subject token and gets no refresh token.
+ */
+Datum
+agentidp_exchange_token(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	Jsonb	   *subject;
+	Jsonb	   *actor;
+	pg_uuid_t	subject_agent;
+	pg_uuid_t	actor_agent;
+	Issuance	is;
+	Issuance	actor_is;
+	Oid			argtypes[3] = {UUIDOID, UUIDOID, UUIDOID};
+	Datum		args[3];
+	bool		isnull;
+	bool		policy_scoped = false;
+	Datum	   *policy = NULL;
+	int			npolicy = 0;
+	Datum	   *allowed;
+	int			nallowed = 0;
+	char	   *subject_scope;
+	char	   *scope;
+	char	   *aud;
+	StringInfoData act;
+	JsonbValue *prior;
+	Delegation	dg;
+	Jsonb	   *result;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("subject_token must not be null"));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid_request: an actor_token is required"),
+				errdetail("agentidp exchanges tokens for delegation (the actor acts for the subject), not for impersonation."));
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, false);
+	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, false);
+	if (strcmp(string_claim(subject, "tenant_id"), string_claim(actor, "tenant_id")) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OAUTH_INVALID_GRANT),
+				errmsg("invalid_grant: the subject and the actor belong to different tenants"));
+	memcpy(&subject_agent, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+															 CStringGetDatum(string_claim(subject, "sub")))),
+		   sizeof(pg_uuid_t));
+	memcpy(&actor_agent, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+														   CStringGetDatum(string_claim(actor, "sub")))),
+		   sizeof(pg_uuid_t));
+	if (memcmp(&subject_agent, &actor_agent, sizeof(pg_uuid_t)) == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid_request: an agent does not act for itself"));
+
+	args[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(string_claim(subject, "tenant_id")));
+	args[1] = UUIDPGetDatum(&subject_agent);
+	args[2] = UUIDPGetDatum(&actor_agent);
+	(void) agentidp_run_plan(&may_act_plan,
+							 "SELECT scopes FROM agentidp.may_act "
+							 "WHERE tenant_id = $1 AND subject_agent_id = $2 AND actor_agent_id = $3",
+							 3, argtypes, args, NULL, true, 1);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_OAUTH_INVALID_GRANT),
+				errmsg("invalid_grant: the actor may not act for the subject"),
+				errhint("An administrator allows it with agentidp.allow_delegation(subject, actor)."));
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+		{
+			policy_scoped = true;
+			text_array(d, &policy, &npolicy);
+		}
+	}
+
+	if (!load_issuance(&actor_agent, &actor_is) || !load_issuance(&subject_agent, &is))
+		ereport(ERROR,
+				errcode(ERRCODE_OAUTH_INVALID_GRANT),
+				errmsg("invalid_grant: the subject or the actor is not active"));
+
+	/* scope only narrows */
+	subject_scope = string_claim(subject, "scope");
+	allowed = palloc(sizeof(Datum) * Max(actor_is.nscopes, 1));
+	for (int i = 0; i < actor_is.nscopes; i++)
+	{
+		text	   *t = DatumGetTextPP(actor_is.scopes[i]);
+
+		if (subject_scope != NULL &&
+			in_scope_list(subject_scope, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)) &&
+			(!policy_scoped || text_in(policy, npolicy, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t))))
+			allowed[nallowed++] = actor_is.scopes[i];
+	}
+	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), allowed, nallowed);
+	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
+
+	/* the actor now, prior actors (the subject token's act) inside */
+	initStringInfo(&act);
+	appendStringInfoChar(&act, '{');
+	append_json_string(&act, "sub", uuid_text(&actor_agent));
+	appendStringInfoChar(&act, ',');
+	append_json_string(&act, "client_id", actor_is.client_id);
+	prior = claim(subject, "act");
+	if (prior != NULL && prior->type == jbvBinary)
+		appendStringInfo(&act, ",\"act\":%s",
+						 JsonbToCString(NULL, prior->val.binary.data, prior->val.binary.len));
+	appendStringInfoChar(&act, '}');
+
+	is.client_id = actor_is.client_id;
+	dg.actor = &actor_agent;
+	dg.act = act.data;
+	dg.exp_cap = date_claim(subject, "exp");
+	result = copy_out(issue(&is, "urn:ietf:params:oauth:grant-type:token-exchange",
+							"actor_token", scope, aud, NULL, 0, &dg));
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(result);
