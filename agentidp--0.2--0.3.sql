@@ -168,12 +168,14 @@ COMMENT ON FUNCTION agentidp.exchange_token(text, text, text, text) IS
 
 /* the grants and token functions (src/tokens.c) */
 CREATE FUNCTION agentidp.issue_token(client_id text, client_secret text,
-									 scope text DEFAULT NULL, audience text DEFAULT NULL)
+									 scope text DEFAULT NULL, audience text DEFAULT NULL,
+									 dpop_proof text DEFAULT NULL, htm text DEFAULT NULL,
+									 htu text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'agentidp_issue_token';
-COMMENT ON FUNCTION agentidp.issue_token(text, text, text, text) IS
-'OAuth2 client-credentials grant: an RFC 9068 access token (and a refresh token where the tenant enables them), as the RFC 6749 token response';
+COMMENT ON FUNCTION agentidp.issue_token(text, text, text, text, text, text, text) IS
+'OAuth2 client-credentials grant: an RFC 9068 access token (and a refresh token where the tenant enables them), as the RFC 6749 token response; with a DPoP proof the token is bound to its key';
 
 CREATE FUNCTION agentidp.issue_token_jwt(client_assertion text, scope text DEFAULT NULL,
 										 audience text DEFAULT NULL)
@@ -211,11 +213,13 @@ $$;
 COMMENT ON FUNCTION agentidp.add_client_key(uuid, jsonb) IS
 'registers a public JWK an agent authenticates with (private_key_jwt); returns its kid, the RFC 7638 thumbprint';
 
-CREATE FUNCTION agentidp.refresh_token(refresh_token text, client_id text, client_secret text DEFAULT NULL)
+CREATE FUNCTION agentidp.refresh_token(refresh_token text, client_id text, client_secret text DEFAULT NULL,
+									   dpop_proof text DEFAULT NULL, htm text DEFAULT NULL,
+									   htu text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'agentidp_refresh_token';
-COMMENT ON FUNCTION agentidp.refresh_token(text, text, text) IS
+COMMENT ON FUNCTION agentidp.refresh_token(text, text, text, text, text, text) IS
 'OAuth2 refresh-token grant with rotation; a reused token revokes its family; grant errors come back as the RFC 6749 error object';
 
 CREATE FUNCTION agentidp.verify_token(token text, audience text DEFAULT NULL) RETURNS jsonb
@@ -223,6 +227,13 @@ LANGUAGE c STABLE
 AS 'MODULE_PATHNAME', 'agentidp_verify_token';
 COMMENT ON FUNCTION agentidp.verify_token(text, text) IS
 'the claims of a valid access token of this database''s tenants; otherwise 28000 naming the reason';
+
+CREATE FUNCTION agentidp.verify_dpop(access_token text, proof text, htm text, htu text,
+									 audience text DEFAULT NULL) RETURNS jsonb
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_verify_dpop';
+COMMENT ON FUNCTION agentidp.verify_dpop(text, text, text, text, text) IS
+'the claims of a DPoP-bound access token presented with a valid, unreplayed proof of its key for this request (RFC 9449)';
 
 CREATE FUNCTION agentidp.revoke_token(token text, client_id text DEFAULT NULL) RETURNS void
 LANGUAGE c
@@ -246,10 +257,11 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT, INSERT, UPDATE (scopes), DELETE ON agentidp.may_act TO agentidp_admin;
 GRANT INSERT (tenant_id, agent_id, kid, public_jwk) ON agentidp.client_keys TO agentidp_admin;
 GRANT EXECUTE ON FUNCTION
-	agentidp.issue_token(text, text, text, text),
+	agentidp.issue_token(text, text, text, text, text, text, text),
 	agentidp.issue_token_jwt(text, text, text),
 	agentidp.exchange_token(text, text, text, text),
-	agentidp.refresh_token(text, text, text),
+	agentidp.refresh_token(text, text, text, text, text, text),
+	agentidp.verify_dpop(text, text, text, text, text),
 	agentidp.verify_token(text, text),
 	agentidp.revoke_token(text, text),
 	agentidp.introspect_token(text)

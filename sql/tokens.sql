@@ -314,6 +314,58 @@ SET ROLE regress_service;
 SELECT agentidp.exchange_token(:'subject_tok', :'actor_tok');
 RESET ROLE;
 
+--
+-- DPoP (RFC 9449): a proof binds the token to a key; the token is then
+-- valid only with a fresh proof of that key for the request
+--
+SELECT agentidp.generate_jwk('ES256') AS dpop_jwk, agentidp.generate_jwk('ES256') AS other_jwk \gset
+CREATE FUNCTION pg_temp.proof(jwk jsonb, htm text, htu text, changes jsonb DEFAULT '{}',
+							  header jsonb DEFAULT '{"typ": "dpop+jwt"}')
+RETURNS text LANGUAGE sql AS $$
+	SELECT agentidp.jws_sign(jsonb_build_object('jti', md5(random()::text), 'htm', htm, 'htu', htu,
+		'iat', extract(epoch FROM now())::bigint) || changes, jwk - 'kid',
+		header || jsonb_build_object('jwk', jwk - 'd' - 'kid'))
+$$;
+CREATE FUNCTION pg_temp.ath(token text) RETURNS text LANGUAGE sql AS $$
+	SELECT rtrim(translate(encode(sha256(convert_to(token, 'UTF8')), 'base64'), '+/', '-_'), '=')
+$$;
+SELECT pg_temp.proof(:'dpop_jwk', 'POST', 'https://idp.example/oauth/token') AS p_issue \gset
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret', 'read', NULL, :'p_issue', 'POST', 'https://idp.example/oauth/token') AS d \gset
+SELECT :'d'::jsonb - 'access_token' AS dpop_response;
+\set VERBOSITY terse
+-- the same proof again, and a bound token without its proof
+SELECT agentidp.issue_token(:'cid', :'secret', 'read', NULL, :'p_issue', 'POST', 'https://idp.example/oauth/token');
+SELECT agentidp.verify_token(:'d'::jsonb ->> 'access_token');
+\set VERBOSITY default
+SELECT i ->> 'active' AS active, i -> 'cnf' ->> 'jkt' = agentidp.jwk_thumbprint(:'dpop_jwk'::jsonb - 'd' - 'kid') AS cnf_is_key
+FROM agentidp.introspect_token(:'d'::jsonb ->> 'access_token') AS i;
+RESET ROLE;
+SELECT :'d'::jsonb ->> 'access_token' AS dtok \gset
+SELECT pg_temp.proof(:'dpop_jwk', 'GET', 'https://api.example/things?page=2', jsonb_build_object('ath', pg_temp.ath(:'dtok'))) AS p_ok,
+	   pg_temp.proof(:'dpop_jwk', 'POST', 'https://api.example/things', jsonb_build_object('ath', pg_temp.ath(:'dtok'))) AS p_htm,
+	   pg_temp.proof(:'dpop_jwk', 'GET', 'https://api.example/other', jsonb_build_object('ath', pg_temp.ath(:'dtok'))) AS p_htu,
+	   pg_temp.proof(:'dpop_jwk', 'GET', 'https://api.example/things') AS p_noath,
+	   pg_temp.proof(:'other_jwk', 'GET', 'https://api.example/things', jsonb_build_object('ath', pg_temp.ath(:'dtok'))) AS p_key,
+	   pg_temp.proof(:'dpop_jwk', 'GET', 'https://api.example/things', jsonb_build_object('ath', pg_temp.ath(:'dtok'),
+		   'iat', extract(epoch FROM now())::bigint - 600)) AS p_old,
+	   pg_temp.proof(:'dpop_jwk', 'GET', 'https://api.example/things', jsonb_build_object('ath', pg_temp.ath(:'dtok')),
+		   '{"typ": "JWT"}') AS p_typ \gset
+SET ROLE regress_service;
+SELECT agentidp.verify_dpop(:'dtok', :'p_ok', 'GET', 'https://api.example/things') ->> 'scope' AS dpop_verified;
+\set VERBOSITY terse
+SELECT agentidp.verify_dpop(:'dtok', :'p_ok', 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'dtok', :'p_htm', 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'dtok', :'p_htu', 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'dtok', :'p_noath', 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'dtok', :'p_key', 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'dtok', :'p_old', 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'dtok', :'p_typ', 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'dtok', NULL, 'GET', 'https://api.example/things');
+SELECT agentidp.verify_dpop(:'subject_tok', :'p_ok', 'GET', 'https://api.example/things');
+\set VERBOSITY default
+RESET ROLE;
+
 -- a token issued in a rolled-back transaction leaves no trace
 SET ROLE regress_service;
 BEGIN;

@@ -946,13 +946,14 @@ allowed_algs(ArrayType *arr)
 
 /* header members that would move trust or meaning out of our hands */
 static void
-check_header(Jsonb *header)
+check_header(Jsonb *header, bool allow_jwk)
 {
 	static const char *const refused[] = {"jku", "x5u", "x5c", "jwk"};
 	char	   *cty;
 
 	for (int i = 0; i < lengthof(refused); i++)
-		if (member(header, refused[i]) != NULL)
+		if (member(header, refused[i]) != NULL &&
+			!(allow_jwk && strcmp(refused[i], "jwk") == 0))
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 					errmsg("JWS header parameter \"%s\" is not accepted", refused[i]),
@@ -1072,10 +1073,12 @@ split_compact(text *token, char **tok, int *len, char **dot1, char **dot2,
 
 /*
  * Split a compact JWS and check its protected header: "alg" present and
- * not "none", no refused parameters.  Nothing is verified yet.
+ * not "none", no refused parameters.  Nothing is verified yet.  A "jwk"
+ * header (a key chosen by the signer) is refused unless allow_jwk: only
+ * DPoP proofs carry one, and are checked against that very key.
  */
 void
-agentidp_jws_parse(text *token, AgentidpJws *jws)
+agentidp_jws_parse(text *token, AgentidpJws *jws, bool allow_jwk)
 {
 	jws->header = split_compact(token, &jws->tok, &jws->len, &jws->dot1,
 								&jws->dot2, &jws->buf);
@@ -1086,7 +1089,7 @@ agentidp_jws_parse(text *token, AgentidpJws *jws)
 				errmsg("malformed JWS: header has no \"alg\""));
 	if (pg_strcasecmp(jws->alg, "none") == 0)
 		refuse("unsecured JWS (alg \"none\") is not accepted", NULL);
-	check_header(jws->header);
+	check_header(jws->header, allow_jwk);
 	jws->kid = string_member(jws->header, "kid", "header");
 	jws->typ = string_member(jws->header, "typ", "header");
 }
@@ -1162,7 +1165,7 @@ agentidp_jws_verify(PG_FUNCTION_ARGS)
 	allowed = allowed_algs(PG_GETARG_ARRAYTYPE_P(2));
 	ks = keyset_get(fcinfo, PG_GETARG_JSONB_P(1));
 
-	agentidp_jws_parse(token, &jws);
+	agentidp_jws_parse(token, &jws, false);
 	alg = jws_alg(jws.alg);
 	if (alg == JWS_UNKNOWN || !(allowed & (1 << alg)))
 	{

@@ -69,7 +69,7 @@ typedef struct AgentidpJws
 	unsigned char *buf;
 } AgentidpJws;
 
-extern void agentidp_jws_parse(text *token, AgentidpJws *jws);
+extern void agentidp_jws_parse(text *token, AgentidpJws *jws, bool allow_jwk);
 extern Jsonb *agentidp_jws_verify_key(AgentidpJws *jws, AgentidpSigner *key);
 
 #endif							/* AGENTIDP_JOSE_H */

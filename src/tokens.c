@@ -50,6 +50,7 @@ PG_FUNCTION_INFO_V1(agentidp_introspect_token);
 PG_FUNCTION_INFO_V1(agentidp_issue_token_jwt);
 PG_FUNCTION_INFO_V1(agentidp_public_jwk_kid);
 PG_FUNCTION_INFO_V1(agentidp_exchange_token);
+PG_FUNCTION_INFO_V1(agentidp_verify_dpop);
 
 /* a client assertion may be valid this long at most (RFC 7523 3: "short") */
 #define ASSERTION_MAX_LIFETIME 600
@@ -86,6 +87,7 @@ typedef struct Issuance
 	int			nscopes;
 	Datum	   *roles;			/* role names, sorted */
 	int			nroles;
+	char	   *cnf_jkt;		/* DPoP key thumbprint the token is bound to, or NULL */
 } Issuance;
 
 static SPIPlanPtr issuance_plan = NULL;
@@ -99,6 +101,9 @@ static SPIPlanPtr revoke_jti_plan = NULL;
 static SPIPlanPtr client_key_plan = NULL;
 static SPIPlanPtr record_jti_plan = NULL;
 static SPIPlanPtr may_act_plan = NULL;
+
+static char *check_dpop(text *proof, text *htm, text *htu, text *access_token,
+						const pg_uuid_t *tenant);
 
 /* ---- small helpers ---- */
 
@@ -261,6 +266,7 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 	}
 	text_array(SPI_getbinval(tup, desc, 10, &isnull), &is->scopes, &is->nscopes);
 	text_array(SPI_getbinval(tup, desc, 11, &isnull), &is->roles, &is->nroles);
+	is->cnf_jkt = NULL;
 	return true;
 }
 
@@ -410,6 +416,12 @@ sign_access_token(const Issuance *is, const char *scope, const char *aud,
 	appendStringInfoChar(&c, ']');
 	if (act != NULL)
 		appendStringInfo(&c, ",\"act\":%s", act);
+	if (is->cnf_jkt != NULL)
+	{
+		appendStringInfoString(&c, ",\"cnf\":{");
+		append_json_string(&c, "jkt", is->cnf_jkt);
+		appendStringInfoChar(&c, '}');
+	}
 	appendStringInfoChar(&c, '}');
 
 	header = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
@@ -520,6 +532,11 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	append_json_string(&detail, "aud", aud);
 	appendStringInfo(&detail, ",\"exp\":" INT64_FORMAT ",\"refresh_token\":%s",
 					 exp, refresh ? "true" : "false");
+	if (is->cnf_jkt != NULL)
+	{
+		appendStringInfoChar(&detail, ',');
+		append_json_string(&detail, "dpop_jkt", is->cnf_jkt);
+	}
 	if (dg != NULL)
 	{
 		appendStringInfoChar(&detail, ',');
@@ -534,7 +551,7 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	initStringInfo(&r);
 	appendStringInfoChar(&r, '{');
 	append_json_string(&r, "access_token", access);
-	appendStringInfoString(&r, ",\"token_type\":\"Bearer\"");
+	appendStringInfo(&r, ",\"token_type\":\"%s\"", is->cnf_jkt ? "DPoP" : "Bearer");
 	appendStringInfo(&r, ",\"expires_in\":%d,", (int) (exp - iat));
 	if (dg != NULL)
 		appendStringInfoString(&r, "\"issued_token_type\":\"urn:ietf:params:oauth:token-type:access_token\",");
@@ -584,6 +601,11 @@ agentidp_issue_token(PG_FUNCTION_ARGS)
 		agentidp_client_authentication_failed();
 	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), is.scopes, is.nscopes);
 	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
+	if (!PG_ARGISNULL(4))
+		is.cnf_jkt = check_dpop(PG_GETARG_TEXT_PP(4),
+								PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5),
+								PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6),
+								NULL, &is.tenant_id);
 	result = copy_out(issue(&is, "client_credentials", "client_secret", scope, aud, NULL, 0, NULL));
 	agentidp_restore_user(&oc);
 	SPI_finish();
@@ -780,6 +802,11 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 			}
 		}
 		narrowed = grant_scope(NULL, granted, ngranted);
+		if (!PG_ARGISNULL(3))
+			is.cnf_jkt = check_dpop(PG_GETARG_TEXT_PP(3),
+									PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4),
+									PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5),
+									NULL, &is.tenant_id);
 		result = issue(&is, "refresh_token", "client_secret", narrowed, aud, &family, expires, NULL);
 	}
 done:
@@ -967,7 +994,7 @@ audience_matches(Jsonb *payload, const char *aud)
  * connection as the extension owner.
  */
 static Jsonb *
-verify_access_token(text *token, text *audience, bool check_audience)
+verify_access_token(text *token, text *audience, bool check_audience, bool allow_bound)
 {
 	AgentidpJws jws;
 	VerifyKey  *key;
@@ -989,7 +1016,7 @@ verify_access_token(text *token, text *audience, bool check_audience)
 
 	if (token == NULL)
 		invalid_token("the token is NULL");
-	agentidp_jws_parse(token, &jws);
+	agentidp_jws_parse(token, &jws, false);
 	if (jws.typ == NULL ||
 		(pg_strcasecmp(jws.typ, "at+jwt") != 0 &&
 		 pg_strcasecmp(jws.typ, "application/at+jwt") != 0))
@@ -1053,6 +1080,9 @@ verify_access_token(text *token, text *audience, bool check_audience)
 		invalid_token("unknown agent");
 	if (strcmp(SPI_getvalue(tup, desc, 4), "active") != 0)
 		invalid_token(psprintf("the agent is %s", SPI_getvalue(tup, desc, 4)));
+	/* a sender-constrained token is valid only with its proof (RFC 9449 7.1) */
+	if (!allow_bound && claim(payload, "cnf") != NULL)
+		invalid_token("the token is DPoP-bound: present it with its proof (agentidp.verify_dpop)");
 	return payload;
 }
 
@@ -1074,7 +1104,7 @@ agentidp_verify_token(PG_FUNCTION_ARGS)
 	agentidp_become_owner(&oc);
 	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-										  true));
+										  true, false));
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(claims);
@@ -1097,7 +1127,7 @@ try_verify(text *token)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		claims = verify_access_token(token, NULL, false);
+		claims = verify_access_token(token, NULL, false, true);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -1310,6 +1340,175 @@ agentidp_introspect_token(PG_FUNCTION_ARGS)
 	PG_RETURN_JSONB_P(result);
 }
 
+/* ---- DPoP (RFC 9449) ---- */
+
+/* a proof is accepted this long after its iat */
+#define DPOP_MAX_AGE 300
+
+static void pg_attribute_noreturn()
+invalid_dpop(const char *reason)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			errmsg("invalid DPoP proof: %s", reason));
+}
+
+/* the length of a URI without its query and fragment (RFC 9449 4.3) */
+static size_t
+htu_length(const char *u, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (u[i] == '?' || u[i] == '#')
+			return i;
+	return len;
+}
+
+/*
+ * Check a DPoP proof (RFC 9449 section 4.3) for the request (htm, htu)
+ * and, with an access token, its "ath"; record its jti among the tenant's
+ * used ones until it can no longer be accepted.  Returns the RFC 7638
+ * thumbprint of the proof's key: the token's cnf.jkt.
+ */
+static bool record_jti(const pg_uuid_t *tenant, const char *kind, const char *jti,
+					   TimestampTz expires);
+
+static char *
+check_dpop(text *proof, text *htm, text *htu, text *access_token,
+		   const pg_uuid_t *tenant)
+{
+	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
+	AgentidpJws jws;
+	JsonbValue *jv;
+	Jsonb	   *jwk;
+	AgentidpJwk *key;
+	AgentidpSigner *verifier;
+	MemoryContext cxt;
+	MemoryContext old;
+	Jsonb	   *claims;
+	char	   *jti;
+	char	   *c_htm;
+	char	   *c_htu;
+	char	   *htu_arg;
+	int64		iat;
+	int64		now = unix_now();
+
+	if (proof == NULL)
+		invalid_dpop("no proof");
+	if (htm == NULL || htu == NULL)
+		invalid_dpop("a proof needs the request's method (htm) and URI (htu)");
+	agentidp_jws_parse(proof, &jws, true);
+	if (jws.typ == NULL || pg_strcasecmp(jws.typ, "dpop+jwt") != 0)
+		invalid_dpop("typ is not dpop+jwt");
+	if (strcmp(jws.alg, "HS256") == 0)
+		invalid_dpop("a symmetric algorithm");
+	jv = claim(jws.header, "jwk");
+	if (jv == NULL || jv->type != jbvBinary || !JsonContainerIsObject(jv->val.binary.data))
+		invalid_dpop("no public key (jwk) in the header");
+	jwk = JsonbValueToJsonb(jv);
+	for (int i = 0; i < lengthof(private_members); i++)
+		if (claim(jwk, private_members[i]) != NULL)
+			invalid_dpop("the header's jwk is not a public key");
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp DPoP key", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	key = agentidp_jwk_import(jwk, false);
+	verifier = agentidp_signer_create(key, cxt);
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		claims = agentidp_jws_verify_key(&jws, verifier);
+	}
+	PG_FINALLY();
+	{
+		agentidp_jwk_free(key);
+		MemoryContextDelete(cxt);
+	}
+	PG_END_TRY();
+
+	jti = string_claim(claims, "jti");
+	c_htm = string_claim(claims, "htm");
+	c_htu = string_claim(claims, "htu");
+	iat = date_claim(claims, "iat");
+	if (jti == NULL || strlen(jti) == 0 || strlen(jti) > 255)
+		invalid_dpop("no jti");
+	if (c_htm == NULL || strlen(c_htm) != VARSIZE_ANY_EXHDR(htm) ||
+		memcmp(c_htm, VARDATA_ANY(htm), strlen(c_htm)) != 0)
+		invalid_dpop("htm is not the request's method");
+	htu_arg = text_to_cstring(htu);
+	if (c_htu == NULL ||
+		htu_length(c_htu, strlen(c_htu)) != htu_length(htu_arg, strlen(htu_arg)) ||
+		memcmp(c_htu, htu_arg, htu_length(htu_arg, strlen(htu_arg))) != 0)
+		invalid_dpop("htu is not the request's URI");
+	if (iat < 0 || iat > now + agentidp_clock_skew ||
+		iat < now - DPOP_MAX_AGE - agentidp_clock_skew)
+		invalid_dpop("iat is not recent");
+	if (access_token != NULL)
+	{
+		unsigned char h[SHA256_DIGEST_LENGTH];
+		char		ath[AGENTIDP_B64URL_LEN(SHA256_DIGEST_LENGTH) + 1];
+		char	   *c_ath = string_claim(claims, "ath");
+
+		token_hash(VARDATA_ANY(access_token), VARSIZE_ANY_EXHDR(access_token), h);
+		agentidp_b64url_encode(h, sizeof(h), ath);
+		ath[AGENTIDP_B64URL_LEN(SHA256_DIGEST_LENGTH)] = '\0';
+		if (c_ath == NULL || strcmp(c_ath, ath) != 0)
+			invalid_dpop("ath is not the access token's hash");
+	}
+	if (!record_jti(tenant, "dpop_proof", jti, from_unix(iat + DPOP_MAX_AGE + agentidp_clock_skew)))
+		invalid_dpop("replayed jti");
+	return agentidp_jwk_thumbprint(jwk);
+}
+
+/*
+ * agentidp.verify_dpop(access_token text, proof text, htm text, htu text,
+ *					  audience text DEFAULT NULL) RETURNS jsonb
+ *
+ * The claims of a DPoP-bound access token presented with a valid proof of
+ * its key for this request (RFC 9449 section 7.1); otherwise 28000.
+ */
+Datum
+agentidp_verify_dpop(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	text	   *token = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	Jsonb	   *claims;
+	JsonbValue *cnf;
+	char	   *bound = NULL;
+	char	   *jkt;
+	pg_uuid_t	tenant;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	claims = verify_access_token(token, PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), true, true);
+	cnf = claim(claims, "cnf");
+	if (cnf != NULL && cnf->type == jbvBinary)
+	{
+		JsonbValue	k;
+		JsonbValue *v;
+
+		k.type = jbvString;
+		k.val.string.val = "jkt";
+		k.val.string.len = 3;
+		v = findJsonbValueFromContainer(cnf->val.binary.data, JB_FOBJECT, &k);
+		if (v != NULL && v->type == jbvString)
+			bound = pnstrdup(v->val.string.val, v->val.string.len);
+	}
+	if (bound == NULL)
+		invalid_token("the token is not DPoP-bound");
+	memcpy(&tenant, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+													  CStringGetDatum(string_claim(claims, "tenant_id")))),
+		   sizeof(pg_uuid_t));
+	jkt = check_dpop(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+					 PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
+					 PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), token, &tenant);
+	if (strcmp(jkt, bound) != 0)
+		invalid_dpop("the proof's key is not the one the token is bound to");
+	claims = copy_out(claims);
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(claims);
+}
+
 /* ---- private_key_jwt ---- */
 
 /*
@@ -1383,7 +1582,7 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
 
 	if (assertion == NULL)
 		assertion_refused("no assertion");
-	agentidp_jws_parse(assertion, &jws);
+	agentidp_jws_parse(assertion, &jws, false);
 	if (jws.kid == NULL)
 		assertion_refused("no kid");
 	/* an access token or a DPoP proof is not a client assertion */
@@ -1578,8 +1777,9 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, false);
-	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, false);
+	/* bound tokens come with proofs; exchange takes none, so not them */
+	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, false, false);
+	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, false, false);
 	if (strcmp(string_claim(subject, "tenant_id"), string_claim(actor, "tenant_id")) != 0)
 		ereport(ERROR,
 				errcode(ERRCODE_OAUTH_INVALID_GRANT),
