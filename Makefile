@@ -26,7 +26,7 @@ OBJS = \
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race

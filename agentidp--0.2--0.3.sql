@@ -235,6 +235,12 @@ AS 'MODULE_PATHNAME', 'agentidp_verify_dpop';
 COMMENT ON FUNCTION agentidp.verify_dpop(text, text, text, text, text) IS
 'the claims of a DPoP-bound access token presented with a valid, unreplayed proof of its key for this request (RFC 9449)';
 
+CREATE FUNCTION agentidp._verify_token_at(token text, audience text, now bigint) RETURNS jsonb
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'agentidp_verify_token_at';
+COMMENT ON FUNCTION agentidp._verify_token_at(text, text, bigint) IS
+'verify_token as if the time were now (Unix seconds), for claim test vectors; superusers only';
+
 CREATE FUNCTION agentidp.revoke_token(token text, client_id text DEFAULT NULL) RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'agentidp_revoke_token';

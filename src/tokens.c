@@ -53,7 +53,7 @@ PG_FUNCTION_INFO_V1(agentidp_exchange_token);
 PG_FUNCTION_INFO_V1(agentidp_verify_dpop);
 
 /* a client assertion may be valid this long at most (RFC 7523 3: "short") */
-#define ASSERTION_MAX_LIFETIME 600
+#define ASSERTION_MAX_LIFETIME 300
 
 /* refresh tokens: a prefix that says what they are, then 256 random bits */
 #define REFRESH_PREFIX		"aidp_rt_"
@@ -994,7 +994,8 @@ audience_matches(Jsonb *payload, const char *aud)
  * connection as the extension owner.
  */
 static Jsonb *
-verify_access_token(text *token, text *audience, bool check_audience, bool allow_bound)
+verify_access_token(text *token, text *audience, bool check_audience, bool allow_bound,
+					int64 now)
 {
 	AgentidpJws jws;
 	VerifyKey  *key;
@@ -1003,7 +1004,6 @@ verify_access_token(text *token, text *audience, bool check_audience, bool allow
 	char	   *sub;
 	char	   *jti;
 	char	   *iss;
-	int64		now = unix_now();
 	int64		exp;
 	int64		nbf;
 	int64		iat;
@@ -1033,18 +1033,20 @@ verify_access_token(text *token, text *audience, bool check_audience, bool allow
 		invalid_token("token of another tenant than its key");
 	sub = string_claim(payload, "sub");
 	jti = string_claim(payload, "jti");
-	if (sub == NULL || jti == NULL)
-		invalid_token("no sub or jti");
+	if (sub == NULL || jti == NULL || string_claim(payload, "client_id") == NULL)
+		invalid_token("no sub, jti or client_id");
 
 	exp = date_claim(payload, "exp");
 	nbf = date_claim(payload, "nbf");
 	iat = date_claim(payload, "iat");
 	if (exp < 0)
 		invalid_token("no exp");
-	if (now > exp + agentidp_clock_skew)
+	if (iat < 0)
+		invalid_token("no iat");
+	/* valid while now < exp + leeway (jwt-attacks.md #26) */
+	if (now >= exp + agentidp_clock_skew)
 		invalid_token("expired");
-	if ((nbf >= 0 && nbf > now + agentidp_clock_skew) ||
-		(iat >= 0 && iat > now + agentidp_clock_skew))
+	if ((nbf >= 0 && nbf > now + agentidp_clock_skew) || iat > now + agentidp_clock_skew)
 		invalid_token("not yet valid");
 
 	/* sub is an agent id: a uuid in its canonical text form */
@@ -1104,7 +1106,31 @@ agentidp_verify_token(PG_FUNCTION_ARGS)
 	agentidp_become_owner(&oc);
 	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-										  true, false));
+										  true, false, unix_now()));
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_JSONB_P(claims);
+}
+
+/*
+ * agentidp._verify_token_at(token text, audience text, now bigint)
+ *		RETURNS jsonb
+ *
+ * verify_token as if the time were now (seconds since the Unix epoch), for
+ * claim vectors written for a fixed time.  Granted to nobody.
+ */
+PG_FUNCTION_INFO_V1(agentidp_verify_token_at);
+Datum
+agentidp_verify_token_at(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	Jsonb	   *claims;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+										  true, false, PG_GETARG_INT64(2)));
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(claims);
@@ -1127,7 +1153,7 @@ try_verify(text *token)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		claims = verify_access_token(token, NULL, false, true);
+		claims = verify_access_token(token, NULL, false, true, unix_now());
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -1342,8 +1368,8 @@ agentidp_introspect_token(PG_FUNCTION_ARGS)
 
 /* ---- DPoP (RFC 9449) ---- */
 
-/* a proof is accepted this long after its iat */
-#define DPOP_MAX_AGE 300
+/* a proof is accepted this long after its iat (plus the clock skew) */
+#define DPOP_MAX_AGE 60
 
 static void pg_attribute_noreturn()
 invalid_dpop(const char *reason)
@@ -1479,7 +1505,8 @@ agentidp_verify_dpop(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	claims = verify_access_token(token, PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), true, true);
+	claims = verify_access_token(token, PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), true, true,
+								 unix_now());
 	cnf = claim(claims, "cnf");
 	if (cnf != NULL && cnf->type == jbvBinary)
 	{
@@ -1778,8 +1805,8 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 	SPI_connect();
 	agentidp_become_owner(&oc);
 	/* bound tokens come with proofs; exchange takes none, so not them */
-	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, false, false);
-	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, false, false);
+	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, false, false, unix_now());
+	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, false, false, unix_now());
 	if (strcmp(string_claim(subject, "tenant_id"), string_claim(actor, "tenant_id")) != 0)
 		ereport(ERROR,
 				errcode(ERRCODE_OAUTH_INVALID_GRANT),
