@@ -253,7 +253,92 @@ AS 'MODULE_PATHNAME', 'agentidp_introspect_token';
 COMMENT ON FUNCTION agentidp.introspect_token(text) IS
 'RFC 7662 introspection: {"active": false}, or the token''s claims with "active": true';
 
+/*
+ * The token endpoint as one function, for the HTTP front: the grant's
+ * response, or the RFC 6749 section 5.2 error with its HTTP status, never
+ * an exception for a refused request.  The refused grant's work rolls back
+ * (a subtransaction) and its refusal is audited in the client's tenant, so
+ * that a burst of failed attempts shows in the audit log.  Direct SQL
+ * callers of the grant functions get errors instead, which roll back with
+ * their transaction, audit row included.
+ */
+CREATE FUNCTION agentidp._audit_refusal(client_id text, grant_type text, error text, description text)
+RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_audit_refusal';
+COMMENT ON FUNCTION agentidp._audit_refusal(text, text, text, text) IS
+'audits a refused token request in the client''s tenant (token_endpoint calls it)';
+
+CREATE FUNCTION agentidp.token_endpoint(request jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	g text := request ->> 'grant_type';
+	r jsonb;
+	state text;
+	msg text;
+	err text;
+	status int := 400;
+BEGIN
+	PERFORM agentidp._require(request IS NOT NULL AND jsonb_typeof(request) = 'object', '22023',
+		'the request must be a JSON object of the form parameters');
+	BEGIN
+		IF g = 'client_credentials' AND request ? 'client_assertion' THEN
+			PERFORM agentidp._require(request ->> 'client_assertion_type' IS NOT DISTINCT FROM
+				'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', '22023',
+				'invalid_request: client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
+			r := agentidp.issue_token_jwt(request ->> 'client_assertion', request ->> 'scope',
+										  request ->> 'audience');
+		ELSIF g = 'client_credentials' THEN
+			r := agentidp.issue_token(request ->> 'client_id', request ->> 'client_secret',
+									  request ->> 'scope', request ->> 'audience',
+									  request ->> 'dpop', request ->> 'htm', request ->> 'htu');
+		ELSIF g = 'refresh_token' THEN
+			r := agentidp.refresh_token(request ->> 'refresh_token', request ->> 'client_id',
+										request ->> 'client_secret', request ->> 'dpop',
+										request ->> 'htm', request ->> 'htu');
+		ELSIF g = 'urn:ietf:params:oauth:grant-type:token-exchange' THEN
+			r := agentidp.exchange_token(request ->> 'subject_token', request ->> 'actor_token',
+										 request ->> 'scope', request ->> 'audience');
+		ELSE
+			r := jsonb_build_object('error', CASE WHEN g IS NULL THEN 'invalid_request' ELSE 'unsupported_grant_type' END,
+				'error_description', CASE WHEN g IS NULL THEN 'grant_type is missing'
+									 ELSE 'grant_type is not supported' END);
+		END IF;
+	EXCEPTION
+		WHEN invalid_authorization_specification OR invalid_password OR insufficient_privilege
+			OR invalid_parameter_value OR null_value_not_allowed OR invalid_text_representation THEN
+		GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+		err := CASE
+			WHEN msg = 'client authentication failed' THEN 'invalid_client'
+			WHEN msg LIKE 'invalid DPoP proof%' THEN 'invalid_dpop_proof'
+			WHEN msg LIKE 'invalid_scope%' THEN 'invalid_scope'
+			WHEN msg LIKE 'invalid_target%' THEN 'invalid_target'
+			WHEN state IN ('28000', '28P01') THEN 'invalid_grant'
+			ELSE 'invalid_request' END;
+		IF err = 'invalid_client' THEN
+			status := 401;
+		END IF;
+		PERFORM agentidp._audit_refusal(request ->> 'client_id', g, err, msg);
+		RETURN jsonb_build_object('status', status,
+			'body', jsonb_build_object('error', err, 'error_description', msg));
+	END;
+	IF r ? 'error' THEN
+		RETURN jsonb_build_object('status', 400, 'body', r);
+	END IF;
+	RETURN jsonb_build_object('status', 200, 'body', r);
+END
+$$;
+COMMENT ON FUNCTION agentidp.token_endpoint(jsonb) IS
+'the OAuth2 token endpoint: {"status", "body"} with the token response or the RFC 6749 error; refusals are audited';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	agentidp.token_endpoint(jsonb),
+	agentidp._audit_refusal(text, text, text, text),
+	agentidp._require(boolean, text, text, text, text)
+	TO agentidp_admin, agentidp_service;
 GRANT EXECUTE ON FUNCTION
 	agentidp._public_jwk_kid(jsonb),
 	agentidp.add_client_key(uuid, jsonb),

@@ -366,6 +366,36 @@ SELECT agentidp.verify_dpop(:'subject_tok', :'p_ok', 'GET', 'https://api.example
 \set VERBOSITY default
 RESET ROLE;
 
+--
+-- The token endpoint: errors as RFC 6749 objects with their status, and
+-- every refusal audited, even though the refused grant rolled back
+--
+SET ROLE regress_service;
+SELECT (agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials',
+	'client_id', :'cid', 'client_secret', :'secret', 'scope', 'read')) -> 'body') - 'access_token' AS ok;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials',
+	'client_id', :'cid', 'client_secret', 'wrong')) AS bad_secret;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials',
+	'client_id', :'cid', 'client_secret', :'secret', 'scope', 'admin')) AS bad_scope;
+SELECT agentidp.token_endpoint('{"grant_type": "password"}') AS unsupported;
+SELECT agentidp.token_endpoint('{}') AS no_grant;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'urn:ietf:params:oauth:grant-type:token-exchange',
+	'subject_token', 'x.y.z', 'actor_token', 'x.y.z', 'client_id', :'cid')) -> 'body' ->> 'error' AS exchange_error;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'refresh_token',
+	'refresh_token', 'aidp_rt_nope', 'client_id', :'cid', 'client_secret', :'secret')) AS refresh_error;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials',
+	'client_id', 'unknown-client', 'client_secret', 'wrong')) -> 'status' AS unknown_client;
+-- a burst of failures from one client
+SELECT count(*) FROM generate_series(1, 5) AS i,
+	LATERAL agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials',
+		'client_id', :'cid', 'client_secret', 'wrong' || i)) AS r
+WHERE r ->> 'status' = '401';
+RESET ROLE;
+SELECT detail::jsonb ->> 'error' AS error, count(*) FROM agentidp.audit_events
+WHERE tenant_id = :'ta' AND action = 'token.refused' GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS secrets_in_refusals FROM agentidp.audit_events
+WHERE action = 'token.refused' AND detail::text LIKE '%wrong%';
+
 -- a token issued in a rolled-back transaction leaves no trace
 SET ROLE regress_service;
 BEGIN;

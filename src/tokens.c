@@ -65,6 +65,12 @@ PG_FUNCTION_INFO_V1(agentidp_verify_dpop);
 #define AUDIENCE_MAX_LEN	255
 #define MIN_TOKEN_LIFETIME	60
 
+/*
+ * An optional text argument: absent (an older SQL declaration with fewer
+ * arguments, during an update) or NULL both mean not given.
+ */
+#define OPT_TEXT_ARG(n) (PG_NARGS() > (n) && !PG_ARGISNULL(n) ? PG_GETARG_TEXT_PP(n) : NULL)
+
 /* OAuth2 errors as SQLSTATEs (docs/tokens.md has the table) */
 #define ERRCODE_OAUTH_INVALID_GRANT		ERRCODE_INVALID_PASSWORD	/* 28P01 */
 #define ERRCODE_OAUTH_INVALID_SCOPE		ERRCODE_INSUFFICIENT_PRIVILEGE	/* 42501 */
@@ -103,7 +109,7 @@ static SPIPlanPtr record_jti_plan = NULL;
 static SPIPlanPtr may_act_plan = NULL;
 
 static char *check_dpop(text *proof, text *htm, text *htu, text *access_token,
-						const pg_uuid_t *tenant);
+						const char *expected_jkt, const pg_uuid_t *tenant);
 
 /* ---- small helpers ---- */
 
@@ -601,11 +607,9 @@ agentidp_issue_token(PG_FUNCTION_ARGS)
 		agentidp_client_authentication_failed();
 	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), is.scopes, is.nscopes);
 	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
-	if (!PG_ARGISNULL(4))
-		is.cnf_jkt = check_dpop(PG_GETARG_TEXT_PP(4),
-								PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5),
-								PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6),
-								NULL, &is.tenant_id);
+	if (OPT_TEXT_ARG(4) != NULL)
+		is.cnf_jkt = check_dpop(OPT_TEXT_ARG(4), OPT_TEXT_ARG(5), OPT_TEXT_ARG(6),
+								NULL, NULL, &is.tenant_id);
 	result = copy_out(issue(&is, "client_credentials", "client_secret", scope, aud, NULL, 0, NULL));
 	agentidp_restore_user(&oc);
 	SPI_finish();
@@ -802,11 +806,9 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 			}
 		}
 		narrowed = grant_scope(NULL, granted, ngranted);
-		if (!PG_ARGISNULL(3))
-			is.cnf_jkt = check_dpop(PG_GETARG_TEXT_PP(3),
-									PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4),
-									PG_ARGISNULL(5) ? NULL : PG_GETARG_TEXT_PP(5),
-									NULL, &is.tenant_id);
+		if (OPT_TEXT_ARG(3) != NULL)
+			is.cnf_jkt = check_dpop(OPT_TEXT_ARG(3), OPT_TEXT_ARG(4), OPT_TEXT_ARG(5),
+									NULL, NULL, &is.tenant_id);
 		result = issue(&is, "refresh_token", "client_secret", narrowed, aud, &family, expires, NULL);
 	}
 done:
@@ -1400,7 +1402,7 @@ static bool record_jti(const pg_uuid_t *tenant, const char *kind, const char *jt
 
 static char *
 check_dpop(text *proof, text *htm, text *htu, text *access_token,
-		   const pg_uuid_t *tenant)
+		   const char *expected_jkt, const pg_uuid_t *tenant)
 {
 	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
 	AgentidpJws jws;
@@ -1415,6 +1417,7 @@ check_dpop(text *proof, text *htm, text *htu, text *access_token,
 	char	   *c_htm;
 	char	   *c_htu;
 	char	   *htu_arg;
+	char	   *jkt;
 	int64		iat;
 	int64		now = unix_now();
 
@@ -1480,9 +1483,13 @@ check_dpop(text *proof, text *htm, text *htu, text *access_token,
 		if (c_ath == NULL || strcmp(c_ath, ath) != 0)
 			invalid_dpop("ath is not the access token's hash");
 	}
+	jkt = agentidp_jwk_thumbprint(jwk);
+	/* the key is checked before the jti is used up */
+	if (expected_jkt != NULL && strcmp(jkt, expected_jkt) != 0)
+		invalid_dpop("the proof's key is not the one the token is bound to");
 	if (!record_jti(tenant, "dpop_proof", jti, from_unix(iat + DPOP_MAX_AGE + agentidp_clock_skew)))
 		invalid_dpop("replayed jti");
-	return agentidp_jwk_thumbprint(jwk);
+	return jkt;
 }
 
 /*
@@ -1500,13 +1507,11 @@ agentidp_verify_dpop(PG_FUNCTION_ARGS)
 	Jsonb	   *claims;
 	JsonbValue *cnf;
 	char	   *bound = NULL;
-	char	   *jkt;
 	pg_uuid_t	tenant;
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	claims = verify_access_token(token, PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4), true, true,
-								 unix_now());
+	claims = verify_access_token(token, OPT_TEXT_ARG(4), true, true, unix_now());
 	cnf = claim(claims, "cnf");
 	if (cnf != NULL && cnf->type == jbvBinary)
 	{
@@ -1525,11 +1530,9 @@ agentidp_verify_dpop(PG_FUNCTION_ARGS)
 	memcpy(&tenant, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
 													  CStringGetDatum(string_claim(claims, "tenant_id")))),
 		   sizeof(pg_uuid_t));
-	jkt = check_dpop(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-					 PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
-					 PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), token, &tenant);
-	if (strcmp(jkt, bound) != 0)
-		invalid_dpop("the proof's key is not the one the token is bound to");
+	(void) check_dpop(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+					  PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
+					  PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), token, bound, &tenant);
 	claims = copy_out(claims);
 	agentidp_restore_user(&oc);
 	SPI_finish();
@@ -1549,7 +1552,7 @@ assertion_refused(const char *reason)
 			errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 			errmsg("client authentication failed"),
 			errdetail_log("client assertion refused: %s", reason),
-			errhint("Check the client_id and client_secret; the secret may have been revoked or may have expired."));
+			errhint("Check the assertion: signed with a registered, unrevoked key, iss and sub the client_id, aud the token endpoint, a fresh jti, exp within 5 minutes."));
 }
 
 /*
@@ -1885,4 +1888,71 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(result);
+}
+
+/* ---- refusals ---- */
+
+/*
+ * agentidp._audit_refusal(client_id text, grant_type text, error text,
+ *						   description text) RETURNS void
+ *
+ * The audit row of a refused token request, for token_endpoint, which
+ * calls it after the refused grant's subtransaction rolled back, so that
+ * the row commits with the caller's transaction.  The client's tenant
+ * gets it (action token.refused, result denied); an unknown client_id has
+ * no tenant, and only reaches the server log.  Never given a secret.
+ */
+PG_FUNCTION_INFO_V1(agentidp_audit_refusal);
+Datum
+agentidp_audit_refusal(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	AgentidpOwnerContext oc;
+	text	   *client_id = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	char	   *grant = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *error = PG_ARGISNULL(2) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *description = PG_ARGISNULL(3) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		known = false;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	if (client_id != NULL && VARSIZE_ANY_EXHDR(client_id) <= 128)
+	{
+		args[0] = PointerGetDatum(client_id);
+		(void) agentidp_run_plan(&plan,
+								 "SELECT tenant_id, agent_id FROM agentidp.agents WHERE client_id = $1",
+								 1, argtypes, args, NULL, true, 1);
+		known = SPI_processed == 1;
+	}
+	if (known)
+	{
+		bool		isnull;
+		pg_uuid_t	tenant;
+		pg_uuid_t	agent;
+		StringInfoData detail;
+
+		memcpy(&tenant, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+			   sizeof(pg_uuid_t));
+		memcpy(&agent, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+			   sizeof(pg_uuid_t));
+		initStringInfo(&detail);
+		appendStringInfoChar(&detail, '{');
+		append_json_string(&detail, "grant_type", grant);
+		appendStringInfoChar(&detail, ',');
+		append_json_string(&detail, "client_id", text_to_cstring(client_id));
+		appendStringInfoChar(&detail, ',');
+		append_json_string(&detail, "error", error);
+		appendStringInfoChar(&detail, ',');
+		append_json_string(&detail, "error_description", description);
+		appendStringInfoChar(&detail, '}');
+		agentidp_audit_event(&tenant, &agent, "token.refused", "denied", "token", NULL, detail.data);
+	}
+	else
+		ereport(LOG,
+				errmsg("agentidp: token request of an unknown client refused (%s: %s)", error, description));
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_VOID();
 }

@@ -6,13 +6,13 @@
 // which defaults to "agentidp"). The database is reached through psql, run
 // without a shell, so no SQL text is ever seen by a shell.
 //
-// Every run creates its own tenants, named node-interop-<alg>-<random>, and
-// leaves them behind.
+// Every run creates its own tenants, named node-interop-<alg or test>-<random>,
+// and leaves them behind.
 
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import * as jose from 'jose';
 
 const DATABASE = process.env.PGDATABASE || 'agentidp';
@@ -327,3 +327,197 @@ for (const alg of ALGORITHMS) {
 		});
 	});
 }
+
+// ---------------------------------------------------------------------------
+// client authentication and proof of possession with keys made by jose
+
+// A fresh tenant with one ES256 signing key and an agent that may have the
+// scope read; with a client secret when withSecret.
+function setupClientTenant(label, withSecret) {
+	const name = `node-interop-${label}-${RUN}`;
+	const tenantId = psql(`SELECT agentidp.create_tenant(${lit(name)})`).trim();
+	const kid = psql(`SELECT agentidp.rotate_signing_key(${lit(tenantId)}, 'ES256')`).trim();
+	const agentId = psql(
+		`SELECT agentidp.register_agent(${lit(tenantId)}, ${lit(`agent-${label}`)}, '{read}')`).trim();
+	const clientId = psql(
+		`SELECT client_id FROM agentidp.agents WHERE agent_id = ${lit(agentId)}`).trim();
+	const issuer = psql(
+		`SELECT issuer FROM agentidp.tenants WHERE tenant_id = ${lit(tenantId)}`).trim();
+	const jwks = psqlJson(`SELECT agentidp.jwks(${lit(tenantId)})`);
+	assert.match(tenantId, /^[0-9a-f-]{36}$/);
+	assert.match(agentId, /^[0-9a-f-]{36}$/);
+	assert.ok(kid.length > 0, 'rotate_signing_key returned no kid');
+	assert.ok(clientId.length > 0, 'the agent has no client_id');
+	assert.ok(issuer.length > 0, 'the tenant has no issuer');
+	const t = { alg: 'ES256', name, tenantId, kid, agentId, issuer, jwks, clientId, clientSecret: null };
+	if (withSecret) {
+		const secret = psqlJson(
+			`SELECT json_build_object('client_id', client_id, 'client_secret', client_secret) ` +
+			`FROM agentidp.create_client_secret(${lit(agentId)})`);
+		assert.equal(secret.client_id, clientId);
+		t.clientSecret = secret.client_secret;
+	}
+	return t;
+}
+
+// A key pair made by jose and its public JWK exactly as jose exports it
+// (no kid, alg or use).
+async function joseBareKeyPair(alg) {
+	const { publicKey, privateKey } = alg === 'EdDSA'
+		? await jose.generateKeyPair('EdDSA', { crv: 'Ed25519' })
+		: await jose.generateKeyPair(alg);
+	const publicJwk = await jose.exportJWK(publicKey);
+	return { privateKey, publicJwk, thumbprint: await jose.calculateJwkThumbprint(publicJwk) };
+}
+
+// psqlFails for a refused client authentication or proof: the SQLSTATE
+// 28000 (psql prints it with VERBOSITY=verbose) or the given message.
+function assertRefused(sql, message) {
+	const { status, stderr } = psqlFails(sql);
+	assert.notEqual(status, 0);
+	assert.match(stderr, /28000/, stderr);
+	assert.match(stderr, message, stderr);
+	return stderr;
+}
+
+for (const alg of ['ES256', 'EdDSA']) {
+	describe(`private_key_jwt with a jose-made ${alg} client assertion`, () => {
+		let t;
+		let pair;
+		let clientKid;
+
+		// an RFC 7523 client assertion signed by jose
+		function assertion(audience) {
+			return new jose.SignJWT({ jti: randomUUID() })
+				.setProtectedHeader({ alg, kid: clientKid })
+				.setIssuer(t.clientId)
+				.setSubject(t.clientId)
+				.setAudience(audience ?? `${t.issuer}/oauth/token`)
+				.setIssuedAt()
+				.setExpirationTime('60s')
+				.sign(pair.privateKey);
+		}
+
+		before(async () => {
+			t = setupClientTenant(`pkjwt-${alg.toLowerCase()}`, false);
+			pair = await joseBareKeyPair(alg);
+			clientKid = psql(
+				`SELECT agentidp.add_client_key(${lit(t.agentId)}, ${jsonLit(pair.publicJwk)})`).trim();
+		});
+
+		it('add_client_key returns the RFC 7638 thumbprint jose computes', () => {
+			assert.equal(clientKid, pair.thumbprint);
+		});
+
+		it('the assertion gets an access token that verifies in jose', async () => {
+			const response = psqlJson(
+				`SELECT agentidp.issue_token_jwt(${lit(await assertion())}, 'read')`);
+			assert.equal(response.token_type, 'Bearer');
+			assert.equal(typeof response.access_token, 'string');
+			assert.ok(Number.isInteger(response.expires_in) && response.expires_in > 0,
+				`expires_in ${response.expires_in}`);
+			assert.equal(response.scope, 'read');
+
+			const { payload, protectedHeader } = await joseVerify(t, response.access_token, t.issuer);
+			assert.equal(protectedHeader.typ, 'at+jwt');
+			assert.equal(protectedHeader.alg, 'ES256');
+			assert.equal(protectedHeader.kid, t.kid);
+			assert.equal(payload.iss, t.issuer);
+			assert.equal(payload.sub, t.agentId);
+			assert.equal(payload.client_id, t.clientId);
+			assert.equal(payload.scope, 'read');
+			assert.equal(payload.tenant_id, t.tenantId);
+			assert.ok(!('cnf' in payload), `cnf ${JSON.stringify(payload.cnf)}`);
+		});
+
+		it('the same assertion a second time fails', async () => {
+			const a = await assertion();
+			psqlJson(`SELECT agentidp.issue_token_jwt(${lit(a)}, 'read')`);
+			assertRefused(`SELECT agentidp.issue_token_jwt(${lit(a)}, 'read')`,
+				/client authentication failed/);
+		});
+
+		it('an assertion for another audience fails', async () => {
+			assertRefused(
+				`SELECT agentidp.issue_token_jwt(${lit(await assertion('https://elsewhere.example'))}, 'read')`,
+				/client authentication failed/);
+		});
+	});
+}
+
+describe('DPoP with jose-made proofs', () => {
+	const TOKEN_URI = 'https://idp.example/oauth/token';
+	const RESOURCE_URI = 'https://api.example/items';
+	let t;
+	let dpop;
+	let other;
+	let response;
+
+	// an RFC 9449 proof signed by jose, its public key in the header
+	function proof(key, htm, htu, extra = {}) {
+		return new jose.SignJWT({ jti: randomUUID(), htm, htu, ...extra })
+			.setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.publicJwk })
+			.setIssuedAt()
+			.sign(key.privateKey);
+	}
+
+	function ath(token) {
+		return createHash('sha256').update(token).digest('base64url');
+	}
+
+	function verifyDpopSql(token, p) {
+		return `SELECT agentidp.verify_dpop(${lit(token)}, ${lit(p)}, 'GET', ${lit(RESOURCE_URI)})`;
+	}
+
+	before(async () => {
+		t = setupClientTenant('dpop', true);
+		dpop = await joseBareKeyPair('ES256');
+		other = await joseBareKeyPair('ES256');
+		const p = await proof(dpop, 'POST', TOKEN_URI);
+		response = psqlJson(
+			`SELECT agentidp.issue_token(${lit(t.clientId)}, ${lit(t.clientSecret)}, 'read', NULL, ` +
+			`${lit(p)}, 'POST', ${lit(TOKEN_URI)})`);
+	});
+
+	it('the token response says DPoP and the token is bound to the jose key', async () => {
+		assert.equal(response.token_type, 'DPoP');
+		assert.equal(response.scope, 'read');
+		const payload = jose.decodeJwt(response.access_token);
+		assert.equal(payload.cnf?.jkt, dpop.thumbprint, `cnf ${JSON.stringify(payload.cnf)}`);
+		// and it is an ordinary RFC 9068 token to jose
+		const verified = await joseVerify(t, response.access_token, t.issuer);
+		assert.deepEqual(verified.payload, payload);
+	});
+
+	it('the token-request proof cannot be used twice', async () => {
+		const p = await proof(dpop, 'POST', TOKEN_URI);
+		const sql = `SELECT agentidp.issue_token(${lit(t.clientId)}, ${lit(t.clientSecret)}, 'read', ` +
+			`NULL, ${lit(p)}, 'POST', ${lit(TOKEN_URI)})`;
+		assert.equal(psqlJson(sql).token_type, 'DPoP');
+		assertRefused(sql, /replayed/);
+	});
+
+	it('verify_dpop accepts a jose proof with the token\'s hash', async () => {
+		const p = await proof(dpop, 'GET', RESOURCE_URI, { ath: ath(response.access_token) });
+		const claims = psqlJson(verifyDpopSql(response.access_token, p));
+		assert.equal(claims.scope, 'read');
+		assert.equal(claims.sub, t.agentId);
+		assert.equal(claims.client_id, t.clientId);
+		assert.equal(claims.cnf?.jkt, dpop.thumbprint);
+	});
+
+	it('the same resource proof again fails', async () => {
+		const p = await proof(dpop, 'GET', RESOURCE_URI, { ath: ath(response.access_token) });
+		psqlJson(verifyDpopSql(response.access_token, p));
+		assertRefused(verifyDpopSql(response.access_token, p), /replayed/);
+	});
+
+	it('a proof signed by another jose key fails', async () => {
+		const p = await proof(other, 'GET', RESOURCE_URI, { ath: ath(response.access_token) });
+		assertRefused(verifyDpopSql(response.access_token, p), /not the one the token is bound to/);
+	});
+
+	it('verify_token refuses the bound token without a proof', () => {
+		assertRefused(`SELECT agentidp.verify_token(${lit(response.access_token)})`, /DPoP|proof|bound/i);
+	});
+});
