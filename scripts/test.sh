@@ -82,7 +82,8 @@ say "TAP"
 scripts/tap.sh 2>&1 | tee "$CLUSTER_DIR/logs/tap.log"
 tap_rc=${PIPESTATUS[0]}
 files=$(sed -nE 's/^Files=([0-9]+),.*/\1/p' "$CLUSTER_DIR/logs/tap.log" | tail -n 1)
-bad=$(sed -nE 's/^Failed ([0-9]+)\/([0-9]+) test programs.*/\1/p' "$CLUSTER_DIR/logs/tap.log" | tail -n 1)
+# prove's summary lists each failed file once, with its wait status
+bad=$(grep -cE '^test/t/[^ ]+ +\(Wstat: ' "$CLUSTER_DIR/logs/tap.log")
 files=${files:-0}
 bad=${bad:-0}
 if [ "$tap_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=$((files > 0 ? files : 1)); fi
