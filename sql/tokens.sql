@@ -151,6 +151,24 @@ RESET ROLE;
 SET ROLE regress_service;
 SELECT agentidp.verify_token(:'tok2', 'https://api.example') ->> 'sub' = :'agent' AS valid_again;
 
+-- a deleted key (say, a compromised one) ends its tokens at once, though
+-- this session remembers their signatures as verified
+RESET ROLE;
+SELECT agentidp.create_tenant('tok-c') AS tc \gset
+SELECT agentidp.rotate_signing_key(:'tc') IS NOT NULL AS keyed;
+SELECT agentidp.register_agent(:'tc', 'c-worker') AS cagent \gset
+SELECT client_id AS ccid, client_secret AS csecret FROM agentidp.create_client_secret(:'cagent') \gset
+SELECT agentidp.issue_token(:'ccid', :'csecret') ->> 'access_token' AS ctok \gset
+SELECT agentidp.verify_token(:'ctok') ->> 'sub' = :'cagent' AS verified;
+DELETE FROM agentidp.signing_keys WHERE tenant_id = :'tc';
+\set VERBOSITY terse
+SELECT agentidp.verify_token(:'ctok');
+SET agentidp.verified_token_cache = 0;
+SELECT agentidp.verify_token(:'ctok');
+RESET agentidp.verified_token_cache;
+\set VERBOSITY default
+SET ROLE regress_service;
+
 -- introspection of a valid token: its claims plus active and token_type
 SELECT i ->> 'active' AS active, i ->> 'token_type' AS token_type, i ->> 'scope' AS scope,
 	   i ->> 'client_id' = :'cid' AS client_id

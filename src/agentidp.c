@@ -36,6 +36,7 @@ int			agentidp_key_prepublish = 3600;
 int			agentidp_max_token_lifetime = 900;
 char	   *agentidp_trace_id = NULL;
 int			agentidp_clock_skew = 60;
+int			agentidp_verified_token_cache = 4096;
 
 /*
  * The issuer base is the public URL prefix of the HTTP front; a tenant's
@@ -192,6 +193,15 @@ _PG_init(void)
 							60, 0, 300,
 							PGC_SUSET,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("agentidp.verified_token_cache",
+							"How many access tokens each session remembers as correctly signed.",
+							"A token seen again skips its signature check, nothing else; 0 turns this off.",
+							&agentidp_verified_token_cache,
+							4096, 0, 1000000,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("agentidp.trace_id",

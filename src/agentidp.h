@@ -21,6 +21,7 @@ extern int	agentidp_key_prepublish;
 extern int	agentidp_max_token_lifetime;
 extern char *agentidp_trace_id;
 extern int	agentidp_clock_skew;
+extern int	agentidp_verified_token_cache;
 
 /* audit.c: transaction callbacks that chain a transaction's events */
 extern void agentidp_audit_init(void);

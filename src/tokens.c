@@ -28,6 +28,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -986,6 +987,67 @@ audience_matches(Jsonb *payload, const char *aud)
 }
 
 /*
+ * Tokens whose signature this backend verified, by SHA-256 of the token:
+ * the verdict on a signature over given bytes with a given key never
+ * changes, so a hit skips the signature (the bulk of the cost) and
+ * nothing else: times, revocation, agent and tenant are checked again for
+ * every use.  agentidp.verified_token_cache entries at most (0: none);
+ * when full, the cache starts over.
+ */
+typedef struct VerifiedToken
+{
+	uint8		hash[SHA256_DIGEST_LENGTH];	/* the key */
+	pg_uuid_t	tenant;			/* the tenant whose key signed it */
+	char		kid[64];		/* that key */
+	Jsonb	   *payload;
+} VerifiedToken;
+
+static HTAB *verified = NULL;
+static MemoryContext verified_cxt = NULL;
+
+static void
+verified_reset(void)
+{
+	HASHCTL		ctl;
+
+	if (verified_cxt == NULL)
+		verified_cxt = AllocSetContextCreate(TopMemoryContext, "agentidp verified tokens",
+											 ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(verified_cxt);
+	ctl.keysize = SHA256_DIGEST_LENGTH;
+	ctl.entrysize = sizeof(VerifiedToken);
+	ctl.hcxt = verified_cxt;
+	verified = hash_create("agentidp verified tokens", 256, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+static VerifiedToken *
+verified_lookup(const uint8 *hash)
+{
+	if (agentidp_verified_token_cache <= 0 || verified == NULL)
+		return NULL;
+	return hash_search(verified, hash, HASH_FIND, NULL);
+}
+
+static void
+verified_store(const uint8 *hash, const pg_uuid_t *tenant, const char *kid, Jsonb *payload)
+{
+	VerifiedToken *e;
+	bool		found;
+
+	if (agentidp_verified_token_cache <= 0)
+		return;
+	if (verified == NULL || hash_get_num_entries(verified) >= agentidp_verified_token_cache)
+		verified_reset();
+	e = hash_search(verified, hash, HASH_ENTER, &found);
+	memcpy(&e->tenant, tenant, sizeof(pg_uuid_t));
+	strlcpy(e->kid, kid, sizeof(e->kid));
+	e->payload = MemoryContextAlloc(verified_cxt, VARSIZE(payload));
+	memcpy(e->payload, payload, VARSIZE(payload));
+}
+
+/*
  * The claims of a valid access token of this database's tenants, else
  * 28000 naming the reason.  RFC 8725: the key comes from the kid among
  * the tenants' keys, the algorithm must be that key's own, "typ" must say
@@ -1009,29 +1071,49 @@ verify_access_token(text *token, text *audience, bool check_audience, bool allow
 	int64		exp;
 	int64		nbf;
 	int64		iat;
-	Oid			argtypes[3] = {UUIDOID, UUIDOID, TEXTOID};
-	Datum		args[3];
+	Oid			argtypes[4] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID};
+	Datum		args[4];
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 	char	   *aud;
+	uint8		hash[SHA256_DIGEST_LENGTH];
+	VerifiedToken *hit;
+	pg_uuid_t	key_tenant;
+	char	   *kid;
 
 	if (token == NULL)
 		invalid_token("the token is NULL");
-	agentidp_jws_parse(token, &jws, false);
-	if (jws.typ == NULL ||
-		(pg_strcasecmp(jws.typ, "at+jwt") != 0 &&
-		 pg_strcasecmp(jws.typ, "application/at+jwt") != 0))
-		invalid_token("wrong typ: not an access token");
-	if (jws.kid == NULL)
-		invalid_token("unknown key");
-	key = verify_key(jws.kid);
-	if (strcmp(jws.alg, key->alg) != 0)
-		invalid_token("algorithm is not the key's");
-	payload = agentidp_jws_verify_key(&jws, key->verifier);
+	token_hash(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), hash);
+	hit = verified_lookup(hash);
+	if (hit != NULL)
+	{
+		/* a copy: a later store may start the cache over */
+		payload = palloc(VARSIZE(hit->payload));
+		memcpy(payload, hit->payload, VARSIZE(hit->payload));
+		memcpy(&key_tenant, &hit->tenant, sizeof(pg_uuid_t));
+		kid = pstrdup(hit->kid);
+	}
+	else
+	{
+		agentidp_jws_parse(token, &jws, false);
+		if (jws.typ == NULL ||
+			(pg_strcasecmp(jws.typ, "at+jwt") != 0 &&
+			 pg_strcasecmp(jws.typ, "application/at+jwt") != 0))
+			invalid_token("wrong typ: not an access token");
+		if (jws.kid == NULL)
+			invalid_token("unknown key");
+		key = verify_key(jws.kid);
+		if (strcmp(jws.alg, key->alg) != 0)
+			invalid_token("algorithm is not the key's");
+		payload = agentidp_jws_verify_key(&jws, key->verifier);
+		memcpy(&key_tenant, &key->tenant, sizeof(pg_uuid_t));
+		kid = key->kid;
+		verified_store(hash, &key_tenant, kid, payload);
+	}
 
 	tenant_claim = string_claim(payload, "tenant_id");
-	if (tenant_claim == NULL || strcmp(tenant_claim, uuid_text(&key->tenant)) != 0)
+	if (tenant_claim == NULL || strcmp(tenant_claim, uuid_text(&key_tenant)) != 0)
 		invalid_token("token of another tenant than its key");
 	sub = string_claim(payload, "sub");
 	jti = string_claim(payload, "jti");
@@ -1054,19 +1136,25 @@ verify_access_token(text *token, text *audience, bool check_audience, bool allow
 	/* sub is an agent id: a uuid in its canonical text form */
 	if (!canonical_uuid(sub))
 		invalid_token("unknown agent");
-	args[0] = UUIDPGetDatum(&key->tenant);
+	args[0] = UUIDPGetDatum(&key_tenant);
 	args[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(sub));
 	args[2] = CStringGetTextDatum(jti);
+	args[3] = CStringGetTextDatum(kid);
+	/* the key too: deleting a key ends its tokens at once */
 	(void) agentidp_run_plan(&verify_probe_plan,
 							 "SELECT t.issuer, t.status, COALESCE(t.settings ->> 'audience', t.issuer), "
 							 "  (SELECT a.status FROM agentidp.agents a "
 							 "   WHERE a.tenant_id = t.tenant_id AND a.agent_id = $2), "
 							 "  EXISTS (SELECT FROM agentidp.revoked_tokens r "
-							 "          WHERE r.tenant_id = t.tenant_id AND r.jti = $3) "
+							 "          WHERE r.tenant_id = t.tenant_id AND r.jti = $3), "
+							 "  EXISTS (SELECT FROM agentidp.signing_keys k "
+							 "          WHERE k.tenant_id = t.tenant_id AND k.kid = $4) "
 							 "FROM agentidp.tenants t WHERE t.tenant_id = $1",
-							 3, argtypes, args, NULL, true, 1);
+							 4, argtypes, args, NULL, true, 1);
 	if (SPI_processed != 1)
 		invalid_token("unknown tenant");
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull)))
+		invalid_token("unknown key");
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	iss = string_claim(payload, "iss");
