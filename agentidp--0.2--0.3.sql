@@ -33,12 +33,60 @@ CREATE TABLE agentidp.refresh_tokens (
 	idle_expires_at timestamptz NOT NULL,		-- unused this long, it lapses
 	used_at		timestamptz,
 	revoked_at	timestamptz,
+	dpop_jkt	text,							-- the family's DPoP key (RFC 9449 section 5)
 	CONSTRAINT refresh_tokens_pkey PRIMARY KEY (tenant_id, token_id),
 	CONSTRAINT refresh_tokens_hash_key UNIQUE (token_hash),
 	CONSTRAINT refresh_tokens_agent_fkey FOREIGN KEY (tenant_id, agent_id)
 		REFERENCES agentidp.agents (tenant_id, agent_id)
 );
 CREATE INDEX refresh_tokens_family_idx ON agentidp.refresh_tokens (tenant_id, family_id);
+
+-- keys are looked up by kid alone: a token's or an assertion's header names one
+CREATE INDEX signing_keys_kid_idx ON agentidp.signing_keys (kid);
+CREATE INDEX client_keys_kid_idx ON agentidp.client_keys (kid);
+
+/*
+ * The token settings of a tenant (docs/tokens.md), checked when written
+ * rather than failing every grant later.
+ */
+CREATE FUNCTION agentidp._valid_token_settings(settings jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN (NOT settings ? 'access_token_lifetime'
+		OR (jsonb_typeof(settings -> 'access_token_lifetime') = 'number'
+			AND (settings ->> 'access_token_lifetime') ~ '^[0-9]{1,9}$'))
+	AND (NOT settings ? 'refresh_tokens' OR jsonb_typeof(settings -> 'refresh_tokens') = 'boolean')
+	AND (NOT settings ? 'refresh_token_lifetime'
+		 OR (jsonb_typeof(settings -> 'refresh_token_lifetime') = 'number'
+			 AND (settings ->> 'refresh_token_lifetime') ~ '^[0-9]{1,9}$'))
+	AND (NOT settings ? 'refresh_token_idle'
+		 OR (jsonb_typeof(settings -> 'refresh_token_idle') = 'number'
+			 AND (settings ->> 'refresh_token_idle') ~ '^[0-9]{1,9}$'))
+	AND (NOT settings ? 'audience' OR jsonb_typeof(settings -> 'audience') = 'string')
+	AND (NOT settings ? 'audiences'
+		 OR (jsonb_typeof(settings -> 'audiences') = 'array'
+			 AND NOT EXISTS (SELECT FROM jsonb_array_elements(settings -> 'audiences') AS e
+							 WHERE jsonb_typeof(e) <> 'string')));
+COMMENT ON FUNCTION agentidp._valid_token_settings(jsonb) IS
+'true when a tenant''s token settings have their types: whole seconds, booleans, strings';
+ALTER TABLE agentidp.tenants ADD CONSTRAINT tenants_token_settings_valid
+	CHECK (agentidp._valid_token_settings(settings));
+
+/*
+ * A client key is a public key, named by its thumbprint, whether it comes
+ * through add_client_key or a direct INSERT of an administrator.
+ */
+CREATE FUNCTION agentidp._client_keys_before_insert() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.kid := agentidp._public_jwk_kid(NEW.public_jwk);
+	NEW.public_jwk := (NEW.public_jwk - 'kid') || jsonb_build_object('kid', NEW.kid);
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER client_keys_before_insert BEFORE INSERT ON agentidp.client_keys
+	FOR EACH ROW EXECUTE FUNCTION agentidp._client_keys_before_insert();
 COMMENT ON TABLE agentidp.refresh_tokens IS 'refresh tokens (hashed), rotated on every use, in families';
 
 /*
@@ -135,7 +183,8 @@ BEGIN
 		PERFORM agentidp._check_scopes(scopes);
 	END IF;
 	INSERT INTO agentidp.may_act AS m (tenant_id, subject_agent_id, actor_agent_id, scopes)
-	VALUES (s.tenant_id, s.agent_id, a.agent_id, scopes)
+	VALUES (s.tenant_id, s.agent_id, a.agent_id,
+			CASE WHEN scopes IS NOT NULL THEN ARRAY(SELECT DISTINCT x FROM unnest(scopes) AS x ORDER BY x) END)
 	ON CONFLICT (tenant_id, subject_agent_id, actor_agent_id) DO UPDATE SET scopes = excluded.scopes;
 END
 $$;
@@ -248,7 +297,7 @@ COMMENT ON FUNCTION agentidp.revoke_token(text, text) IS
 'RFC 7009 revocation: an access token by its jti, a refresh token with its family';
 
 CREATE FUNCTION agentidp.introspect_token(token text) RETURNS jsonb
-LANGUAGE c STABLE
+LANGUAGE c
 AS 'MODULE_PATHNAME', 'agentidp_introspect_token';
 COMMENT ON FUNCTION agentidp.introspect_token(text) IS
 'RFC 7662 introspection: {"active": false}, or the token''s claims with "active": true';
@@ -315,6 +364,8 @@ BEGIN
 			WHEN msg LIKE 'invalid DPoP proof%' THEN 'invalid_dpop_proof'
 			WHEN msg LIKE 'invalid_scope%' THEN 'invalid_scope'
 			WHEN msg LIKE 'invalid_target%' THEN 'invalid_target'
+			-- RFC 8693 2.2.2: an invalid subject or actor token is invalid_request
+			WHEN g = 'urn:ietf:params:oauth:grant-type:token-exchange' THEN 'invalid_request'
 			WHEN state IN ('28000', '28P01') THEN 'invalid_grant'
 			ELSE 'invalid_request' END;
 		IF err = 'invalid_client' THEN
@@ -334,11 +385,15 @@ COMMENT ON FUNCTION agentidp.token_endpoint(jsonb) IS
 'the OAuth2 token endpoint: {"status", "body"} with the token response or the RFC 6749 error; refusals are audited';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
+-- the tenants' CHECK constraint runs as whoever writes a tenant
+GRANT EXECUTE ON FUNCTION agentidp._valid_token_settings(jsonb) TO agentidp_admin, agentidp_service;
+
+-- the HTTP front's: a refusal row names any client, so no one else may write one
 GRANT EXECUTE ON FUNCTION
 	agentidp.token_endpoint(jsonb),
 	agentidp._audit_refusal(text, text, text, text),
 	agentidp._require(boolean, text, text, text, text)
-	TO agentidp_admin, agentidp_service;
+	TO agentidp_service;
 GRANT EXECUTE ON FUNCTION
 	agentidp._public_jwk_kid(jsonb),
 	agentidp.add_client_key(uuid, jsonb),

@@ -144,12 +144,42 @@ SET ROLE regress_service;
 \set VERBOSITY terse
 SELECT agentidp.verify_token(:'tok2', 'https://api.example');
 \set VERBOSITY default
+-- a suspended agent gets no token either: the same client failure
+\set VERBOSITY sqlstate
+SELECT agentidp.issue_token(:'cid', :'secret');
+\set VERBOSITY default
 RESET ROLE;
 SET ROLE regress_admin_a;
 SELECT agentidp.reactivate_agent(:'agent');
 RESET ROLE;
 SET ROLE regress_service;
 SELECT agentidp.verify_token(:'tok2', 'https://api.example') ->> 'sub' = :'agent' AS valid_again;
+
+-- a token revoked while its agent is suspended stays revoked
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret', 'read', 'https://api.example') ->> 'access_token' AS tok3 \gset
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.suspend_agent(:'agent');
+RESET ROLE;
+SET ROLE regress_service;
+SELECT agentidp.revoke_token(:'tok3');
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.reactivate_agent(:'agent');
+RESET ROLE;
+SET ROLE regress_service;
+\set VERBOSITY terse
+SELECT agentidp.verify_token(:'tok3', 'https://api.example');
+\set VERBOSITY default
+RESET ROLE;
+
+-- settings are checked when written
+\set VERBOSITY terse
+UPDATE agentidp.tenants SET settings = '{"access_token_lifetime": 300.5}' WHERE tenant_id = :'ta';
+UPDATE agentidp.tenants SET settings = '{"refresh_tokens": "yes"}' WHERE tenant_id = :'ta';
+UPDATE agentidp.tenants SET settings = '{"audiences": ["a", 1]}' WHERE tenant_id = :'ta';
+\set VERBOSITY default
 
 -- a deleted key (say, a compromised one) ends its tokens at once, though
 -- this session remembers their signatures as verified
@@ -223,6 +253,8 @@ SELECT agentidp.add_client_key(:'agent', :'client_jwk');
 SELECT agentidp.add_client_key(:'agent', '{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}');
 SELECT agentidp.add_client_key(:'agent', :'client_pub') AS ckid \gset
 SELECT :'ckid' = agentidp.jwk_thumbprint(:'client_pub') AS kid_is_thumbprint;
+-- a direct INSERT gets the same checks: public key, kid its thumbprint
+INSERT INTO agentidp.client_keys (tenant_id, agent_id, kid, public_jwk) VALUES (:'ta', :'agent', 'mine', :'client_jwk');
 \set VERBOSITY terse
 SELECT agentidp.add_client_key(:'agent', :'client_pub');
 \set VERBOSITY default
@@ -315,6 +347,20 @@ SELECT c ->> 'sub' = :'agent' AS sub_is_subject, c -> 'act' ->> 'sub' = :'second
 	   c -> 'act' -> 'act' ->> 'sub' = :'helper' AS prior_actor_is_helper, c ->> 'scope' AS scope
 FROM agentidp.verify_token(:'x2') AS c;
 SELECT (agentidp.introspect_token(:'x2') -> 'act') IS NOT NULL AS introspection_shows_act;
+-- the delegated token ends with its actor
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.suspend_agent(:'second');
+RESET ROLE;
+SET ROLE regress_service;
+\set VERBOSITY terse
+SELECT agentidp.verify_token(:'x2');
+\set VERBOSITY default
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.reactivate_agent(:'second');
+RESET ROLE;
+SET ROLE regress_service;
 -- refusals
 SELECT agentidp.exchange_token(:'subject_tok');
 SELECT agentidp.exchange_token(:'subject_tok', :'subject_tok');
@@ -383,6 +429,22 @@ SELECT agentidp.verify_dpop(:'dtok', NULL, 'GET', 'https://api.example/things');
 SELECT agentidp.verify_dpop(:'subject_tok', :'p_ok', 'GET', 'https://api.example/things');
 \set VERBOSITY default
 RESET ROLE;
+-- a family issued with a proof is refreshed only with a proof of that key
+UPDATE agentidp.tenants SET settings = '{"refresh_tokens": true}' WHERE tenant_id = :'ta';
+SELECT pg_temp.proof(:'dpop_jwk', 'POST', 'https://idp.example/oauth/token') AS p_rt1,
+	   pg_temp.proof(:'dpop_jwk', 'POST', 'https://idp.example/oauth/token') AS p_rt2,
+	   pg_temp.proof(:'other_jwk', 'POST', 'https://idp.example/oauth/token') AS p_rt_other \gset
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret', 'read', NULL, :'p_rt1', 'POST', 'https://idp.example/oauth/token')
+	->> 'refresh_token' AS bound_rt \gset
+\set VERBOSITY terse
+SELECT agentidp.refresh_token(:'bound_rt', :'cid', :'secret');
+SELECT agentidp.refresh_token(:'bound_rt', :'cid', :'secret', :'p_rt_other', 'POST', 'https://idp.example/oauth/token');
+\set VERBOSITY default
+SELECT agentidp.refresh_token(:'bound_rt', :'cid', :'secret', :'p_rt2', 'POST', 'https://idp.example/oauth/token')
+	->> 'token_type' AS refreshed_type;
+RESET ROLE;
+UPDATE agentidp.tenants SET settings = '{}' WHERE tenant_id = :'ta';
 
 --
 -- The token endpoint: errors as RFC 6749 objects with their status, and

@@ -188,7 +188,7 @@ _PG_init(void)
 
 	DefineCustomIntVariable("agentidp.clock_skew",
 							"Leeway for the exp, nbf and iat of tokens being verified.",
-							"Clocks of issuers and verifiers differ a little (RFC 8725 section 3.10 leaves the value to the verifier).",
+							"Clocks of issuers and verifiers differ a little (RFC 7519 sections 4.1.4 and 4.1.5 allow a small leeway).",
 							&agentidp_clock_skew,
 							60, 0, 300,
 							PGC_SUSET,

@@ -448,10 +448,10 @@ issue_refresh(const Issuance *is, const char *scope, const char *aud,
 	unsigned char raw[REFRESH_RAW_LEN];
 	unsigned char hash[SHA256_DIGEST_LENGTH];
 	char	   *token = palloc(REFRESH_LEN + 1);
-	Oid			argtypes[8] = {UUIDOID, UUIDOID, UUIDOID, BYTEAOID, TEXTOID, TEXTOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		args[8];
-	char		nulls[8] = "        ";
+	Oid			argtypes[9] = {UUIDOID, UUIDOID, UUIDOID, BYTEAOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		args[9];
+	char		nulls[9] = "         ";
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz expires = family != NULL ? family_expires :
 		now + (int64) is->refresh_lifetime * USECS_PER_SEC;
@@ -478,12 +478,17 @@ issue_refresh(const Issuance *is, const char *scope, const char *aud,
 	args[5] = CStringGetTextDatum(aud);
 	args[6] = TimestampTzGetDatum(expires);
 	args[7] = TimestampTzGetDatum(Min(idle, expires));
+	/* a family issued with a DPoP proof is refreshed only with one of that key */
+	if (is->cnf_jkt != NULL)
+		args[8] = CStringGetTextDatum(is->cnf_jkt);
+	else
+		nulls[8] = 'n';
 	(void) agentidp_run_plan(&insert_refresh_plan,
 							 "INSERT INTO agentidp.refresh_tokens "
 							 "(tenant_id, agent_id, family_id, token_hash, scope, audience, "
-							 " expires_at, idle_expires_at) "
-							 "VALUES ($1, $2, COALESCE($3, pg_catalog.gen_random_uuid()), $4, $5, $6, $7, $8)",
-							 8, argtypes, args, nulls, false, 0);
+							 " expires_at, idle_expires_at, dpop_jkt) "
+							 "VALUES ($1, $2, COALESCE($3, pg_catalog.gen_random_uuid()), $4, $5, $6, $7, $8, $9)",
+							 9, argtypes, args, nulls, false, 0);
 	return token;
 }
 
@@ -518,8 +523,13 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 		exp = dg->exp_cap;
 	access = sign_access_token(is, scope, aud, jti, iat, exp, dg ? dg->act : NULL);
 
-	/* a delegated token is not refreshed: the subject's token bounds it */
-	if (dg == NULL && (is->refresh_enabled || family != NULL))
+	/*
+	 * A delegated token is not refreshed: the subject's token bounds it.
+	 * Nor one of private_key_jwt, whose client refresh_token cannot
+	 * authenticate: it asks for a new token with a new assertion.
+	 */
+	if (dg == NULL && strcmp(client_auth, "private_key_jwt") != 0 &&
+		(is->refresh_enabled || family != NULL))
 		refresh = issue_refresh(is, scope, aud, family, family_expires);
 
 	initStringInfo(&key);
@@ -702,6 +712,7 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	TimestampTz idle_expires;
 	bool		used;
 	bool		revoked;
+	char	   *bound_jkt;
 	Issuance	is;
 	Jsonb	   *result;
 
@@ -724,7 +735,8 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	/* the row lock makes concurrent uses of one token take turns */
 	(void) agentidp_run_plan(&find_refresh_plan,
 							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
-							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL "
+							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL, "
+							 "  dpop_jkt "
 							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
 							 1, argtypes, args, NULL, false, 1);
 	if (SPI_processed != 1)
@@ -744,6 +756,7 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	idle_expires = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 	used = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	revoked = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	bound_jkt = SPI_getvalue(tup, desc, 11);
 
 	if (memcmp(&owner_agent, &agent_id, sizeof(pg_uuid_t)) != 0)
 	{
@@ -807,9 +820,10 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 			}
 		}
 		narrowed = grant_scope(NULL, granted, ngranted);
-		if (OPT_TEXT_ARG(3) != NULL)
+		/* a bound family needs a proof of its key (RFC 9449 section 5) */
+		if (OPT_TEXT_ARG(3) != NULL || bound_jkt != NULL)
 			is.cnf_jkt = check_dpop(OPT_TEXT_ARG(3), OPT_TEXT_ARG(4), OPT_TEXT_ARG(5),
-									NULL, NULL, &is.tenant_id);
+									NULL, bound_jkt, &is.tenant_id);
 		result = issue(&is, "refresh_token", "client_secret", narrowed, aud, &family, expires, NULL);
 	}
 done:
@@ -986,6 +1000,11 @@ audience_matches(Jsonb *payload, const char *aud)
 	return false;
 }
 
+/* what verify_access_token checks beyond signature, claims and times */
+#define VERIFY_AUDIENCE	0x01	/* aud holds the audience asked for */
+#define VERIFY_BOUND_OK	0x02	/* DPoP-bound tokens pass: the caller checks the proof */
+#define VERIFY_LIVE		0x04	/* not revoked; agent, actor and tenant active */
+
 /*
  * Tokens whose signature this backend verified, by SHA-256 of the token:
  * the verdict on a signature over given bytes with a given key never
@@ -1047,6 +1066,36 @@ verified_store(const uint8 *hash, const pg_uuid_t *tenant, const char *kid, Json
 	memcpy(e->payload, payload, VARSIZE(payload));
 }
 
+/* the current actor of a delegated token must still be an active agent */
+static void
+check_actor(const pg_uuid_t *tenant, JsonbValue *act)
+{
+	static SPIPlanPtr plan = NULL;
+	JsonbValue	k;
+	JsonbValue *sub;
+	char	   *id;
+	Oid			argtypes[2] = {UUIDOID, UUIDOID};
+	Datum		args[2];
+
+	k.type = jbvString;
+	k.val.string.val = "sub";
+	k.val.string.len = 3;
+	sub = findJsonbValueFromContainer(act->val.binary.data, JB_FOBJECT, &k);
+	if (sub == NULL || sub->type != jbvString)
+		invalid_token("the act claim names no actor");
+	id = pnstrdup(sub->val.string.val, sub->val.string.len);
+	if (!canonical_uuid(id))
+		invalid_token("the act claim names no agent");
+	args[0] = UUIDPGetDatum(tenant);
+	args[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(id));
+	(void) agentidp_run_plan(&plan,
+							 "SELECT 1 FROM agentidp.agents "
+							 "WHERE tenant_id = $1 AND agent_id = $2 AND status = 'active'",
+							 2, argtypes, args, NULL, true, 1);
+	if (SPI_processed != 1)
+		invalid_token("the actor is not an active agent");
+}
+
 /*
  * The claims of a valid access token of this database's tenants, else
  * 28000 naming the reason.  RFC 8725: the key comes from the kid among
@@ -1058,8 +1107,7 @@ verified_store(const uint8 *hash, const pg_uuid_t *tenant, const char *kid, Json
  * connection as the extension owner.
  */
 static Jsonb *
-verify_access_token(text *token, text *audience, bool check_audience, bool allow_bound,
-					int64 now)
+verify_access_token(text *token, text *audience, int flags, int64 now)
 {
 	AgentidpJws jws;
 	VerifyKey  *key;
@@ -1161,19 +1209,27 @@ verify_access_token(text *token, text *audience, bool check_audience, bool allow
 	if (iss == NULL || strcmp(iss, SPI_getvalue(tup, desc, 1)) != 0)
 		invalid_token("wrong issuer");
 	aud = audience != NULL ? text_to_cstring(audience) : SPI_getvalue(tup, desc, 3);
-	if (check_audience && !audience_matches(payload, aud))
+	if ((flags & VERIFY_AUDIENCE) && !audience_matches(payload, aud))
 		invalid_token("wrong audience");
-	if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
-		invalid_token("revoked");
-	if (strcmp(SPI_getvalue(tup, desc, 2), "active") != 0)
-		invalid_token("the tenant is suspended");
 	(void) SPI_getbinval(tup, desc, 4, &isnull);
 	if (isnull)
 		invalid_token("unknown agent");
-	if (strcmp(SPI_getvalue(tup, desc, 4), "active") != 0)
-		invalid_token(psprintf("the agent is %s", SPI_getvalue(tup, desc, 4)));
+	if (flags & VERIFY_LIVE)
+	{
+		JsonbValue *act = claim(payload, "act");
+
+		if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
+			invalid_token("revoked");
+		if (strcmp(SPI_getvalue(tup, desc, 2), "active") != 0)
+			invalid_token("the tenant is suspended");
+		if (strcmp(SPI_getvalue(tup, desc, 4), "active") != 0)
+			invalid_token(psprintf("the agent is %s", SPI_getvalue(tup, desc, 4)));
+		/* a delegated token ends with its actor too */
+		if (act != NULL && act->type == jbvBinary)
+			check_actor(&key_tenant, act);
+	}
 	/* a sender-constrained token is valid only with its proof (RFC 9449 7.1) */
-	if (!allow_bound && claim(payload, "cnf") != NULL)
+	if (!(flags & VERIFY_BOUND_OK) && claim(payload, "cnf") != NULL)
 		invalid_token("the token is DPoP-bound: present it with its proof (agentidp.verify_dpop)");
 	return payload;
 }
@@ -1196,7 +1252,7 @@ agentidp_verify_token(PG_FUNCTION_ARGS)
 	agentidp_become_owner(&oc);
 	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-										  true, false, unix_now()));
+										  VERIFY_AUDIENCE | VERIFY_LIVE, unix_now()));
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(claims);
@@ -1220,7 +1276,7 @@ agentidp_verify_token_at(PG_FUNCTION_ARGS)
 	agentidp_become_owner(&oc);
 	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-										  true, false, PG_GETARG_INT64(2)));
+										  VERIFY_AUDIENCE | VERIFY_LIVE, PG_GETARG_INT64(2)));
 	agentidp_restore_user(&oc);
 	SPI_finish();
 	PG_RETURN_JSONB_P(claims);
@@ -1233,7 +1289,7 @@ agentidp_verify_token_at(PG_FUNCTION_ARGS)
  * "inactive" rather than fail, RFC 7009 section 2.2, RFC 7662 section 2.2).
  */
 static Jsonb *
-try_verify(text *token)
+try_verify(text *token, int flags)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -1243,18 +1299,28 @@ try_verify(text *token)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		claims = verify_access_token(token, NULL, false, true, unix_now());
+		claims = verify_access_token(token, NULL, flags, unix_now());
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+		int			category;
+
 		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		/* a bad token is "inactive"; a cancel or a broken table is not */
+		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (category != ERRCODE_DATA_EXCEPTION &&
+			category != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+			ReThrowError(edata);
+		FreeErrorData(edata);
 		claims = NULL;
 	}
 	PG_END_TRY();
@@ -1277,7 +1343,8 @@ find_refresh(text *token, pg_uuid_t *tenant, pg_uuid_t *agent, pg_uuid_t *family
 	args[0] = bytea_datum(hash, sizeof(hash));
 	(void) agentidp_run_plan(&find_refresh_plan,
 							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
-							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL "
+							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL, "
+							 "  dpop_jkt "
 							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
 							 1, argtypes, args, NULL, false, 1);
 	if (SPI_processed != 1)
@@ -1289,6 +1356,22 @@ find_refresh(text *token, pg_uuid_t *tenant, pg_uuid_t *agent, pg_uuid_t *family
 	memcpy(family, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)),
 		   sizeof(pg_uuid_t));
 	return true;
+}
+
+/* an agent's client_id, whatever its status */
+static char *
+agent_client_id(const pg_uuid_t *tenant, const pg_uuid_t *agent)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {UUIDOID, UUIDOID};
+	Datum		args[2];
+
+	args[0] = UUIDPGetDatum(tenant);
+	args[1] = UUIDPGetDatum(agent);
+	(void) agentidp_run_plan(&plan,
+							 "SELECT client_id FROM agentidp.agents WHERE tenant_id = $1 AND agent_id = $2",
+							 2, argtypes, args, NULL, true, 1);
+	return SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : "";
 }
 
 static bool
@@ -1330,18 +1413,23 @@ agentidp_revoke_token(PG_FUNCTION_ARGS)
 	{
 		if (find_refresh(token, &tenant, &agent, &family))
 		{
-			Issuance	is;
+			StringInfoData key;
 
-			if (client_id != NULL &&
-				(!load_issuance(&agent, &is) || !client_matches(client_id, is.client_id)))
+			if (client_id != NULL && !client_matches(client_id, agent_client_id(&tenant, &agent)))
 				ereport(ERROR,
 						errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 						errmsg("unauthorized_client: the token was not issued to this client"));
 			revoke_family(&tenant, &family);
-			audit_refresh_refusal(&tenant, &agent, &family, "success", "revoked by request");
+			initStringInfo(&key);
+			appendStringInfoChar(&key, '{');
+			append_json_string(&key, "refresh_family", uuid_text(&family));
+			appendStringInfoChar(&key, '}');
+			agentidp_audit_event(&tenant, &agent, "token.revoke", "success", "token", key.data,
+								 "{\"token_type\":\"refresh_token\"}");
 		}
 	}
-	else if ((claims = try_verify(token)) != NULL)
+	/* a revoked token stays revoked when its agent comes back: no LIVE */
+	else if ((claims = try_verify(token, VERIFY_BOUND_OK)) != NULL)
 	{
 		char	   *jti = string_claim(claims, "jti");
 		char	   *cid = string_claim(claims, "client_id");
@@ -1436,14 +1524,15 @@ agentidp_introspect_token(PG_FUNCTION_ARGS)
 	}
 	else if (token != NULL)
 	{
-		Jsonb	   *claims = try_verify(token);
+		Jsonb	   *claims = try_verify(token, VERIFY_BOUND_OK | VERIFY_LIVE);
 
 		if (claims != NULL)
 		{
 			/* the claims, then what RFC 7662 adds */
 			char	   *text = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
 
-			appendStringInfoString(&r, "{\"active\":true,\"token_type\":\"Bearer\",");
+			appendStringInfo(&r, "{\"active\":true,\"token_type\":\"%s\",",
+							 claim(claims, "cnf") != NULL ? "DPoP" : "Bearer");
 			appendStringInfoString(&r, text + 1);
 			result = jsonb_from(&r);
 		}
@@ -1599,7 +1688,8 @@ agentidp_verify_dpop(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	claims = verify_access_token(token, OPT_TEXT_ARG(4), true, true, unix_now());
+	claims = verify_access_token(token, OPT_TEXT_ARG(4),
+								 VERIFY_AUDIENCE | VERIFY_BOUND_OK | VERIFY_LIVE, unix_now());
 	cnf = claim(claims, "cnf");
 	if (cnf != NULL && cnf->type == jbvBinary)
 	{
@@ -1673,22 +1763,24 @@ record_jti(const pg_uuid_t *tenant, const char *kind, const char *jti, Timestamp
  * exp near, and the jti unused: it is recorded until exp.
  */
 static void
-authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
+assertion_check(text *assertion, pg_uuid_t *agent_id)
 {
 	AgentidpJws jws;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
-	HeapTuple	tup;
-	TupleDesc	desc;
 	bool		isnull;
 	AgentidpJwk *key;
 	AgentidpSigner *verifier;
 	MemoryContext cxt;
 	MemoryContext old;
 	Jsonb	   *claims;
-	pg_uuid_t	tenant;
-	char	   *client_id;
-	char	   *issuer;
+	Jsonb	   *jwk;
+	int			nrows;
+	pg_uuid_t  *tenants;
+	pg_uuid_t  *agents;
+	char	  **client_ids;
+	char	  **issuers;
+	int			row = -1;
 	char	   *endpoint;
 	char	   *iss;
 	char	   *sub;
@@ -1710,6 +1802,11 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
 		 pg_strcasecmp(jws.typ, "dpop+jwt") == 0))
 		assertion_refused("typ says this is not a client assertion");
 
+	/*
+	 * A kid is the key's thumbprint: several clients may have registered
+	 * the same public key, and all rows hold the same key material.  The
+	 * signature is checked with it, then iss picks the client.
+	 */
 	args[0] = CStringGetTextDatum(jws.kid);
 	(void) agentidp_run_plan(&client_key_plan,
 							 "SELECT k.tenant_id, k.agent_id, k.public_jwk, a.client_id, t.issuer "
@@ -1719,22 +1816,30 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
 							 "WHERE k.kid = $1 AND k.revoked_at IS NULL "
 							 "  AND (k.expires_at IS NULL OR k.expires_at > pg_catalog.now()) "
 							 "  AND a.status = 'active' AND t.status = 'active'",
-							 1, argtypes, args, NULL, true, 2);
-	if (SPI_processed == 0)
+							 1, argtypes, args, NULL, true, 16);
+	nrows = (int) SPI_processed;
+	if (nrows == 0)
 		assertion_refused("no active client key with this kid");
-	if (SPI_processed > 1)
-		assertion_refused("the key is registered for more than one client");
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	memcpy(&tenant, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
-	memcpy(agent_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
-	client_id = SPI_getvalue(tup, desc, 4);
-	issuer = SPI_getvalue(tup, desc, 5);
+	tenants = palloc(sizeof(pg_uuid_t) * nrows);
+	agents = palloc(sizeof(pg_uuid_t) * nrows);
+	client_ids = palloc(sizeof(char *) * nrows);
+	issuers = palloc(sizeof(char *) * nrows);
+	for (int i = 0; i < nrows; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		memcpy(&tenants[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
+		memcpy(&agents[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
+		client_ids[i] = SPI_getvalue(tup, desc, 4);
+		issuers[i] = SPI_getvalue(tup, desc, 5);
+	}
+	jwk = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 
 	/* the key lives as long as this call */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp client key", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	key = agentidp_jwk_import(DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull)), false);
+	key = agentidp_jwk_import(jwk, false);
 	verifier = agentidp_signer_create(key, cxt);
 	MemoryContextSwitchTo(old);
 	PG_TRY();
@@ -1751,15 +1856,19 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
 	iss = string_claim(claims, "iss");
 	sub = string_claim(claims, "sub");
 	jti = string_claim(claims, "jti");
-	if (iss == NULL || sub == NULL || strcmp(iss, client_id) != 0 || strcmp(sub, client_id) != 0)
-		assertion_refused("iss and sub must be the client_id");
-	endpoint = psprintf("%s/oauth/token", issuer);
-	if (!audience_matches(claims, issuer) && !audience_matches(claims, endpoint))
+	for (int i = 0; iss != NULL && i < nrows && row < 0; i++)
+		if (strcmp(iss, client_ids[i]) == 0)
+			row = i;
+	if (row < 0 || sub == NULL || strcmp(sub, iss) != 0)
+		assertion_refused("iss and sub must be the client_id of a client with this key");
+	memcpy(agent_id, &agents[row], sizeof(pg_uuid_t));
+	endpoint = psprintf("%s/oauth/token", issuers[row]);
+	if (!audience_matches(claims, issuers[row]) && !audience_matches(claims, endpoint))
 		assertion_refused("aud is neither the issuer nor the token endpoint");
 	exp = date_claim(claims, "exp");
 	nbf = date_claim(claims, "nbf");
 	iat = date_claim(claims, "iat");
-	if (exp < 0 || now > exp + agentidp_clock_skew)
+	if (exp < 0 || now >= exp + agentidp_clock_skew)
 		assertion_refused("expired or no exp");
 	if (exp > now + ASSERTION_MAX_LIFETIME + agentidp_clock_skew)
 		assertion_refused("exp is too far ahead");
@@ -1768,8 +1877,56 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
 		assertion_refused("not yet valid");
 	if (jti == NULL || strlen(jti) == 0 || strlen(jti) > 255)
 		assertion_refused("no jti");
-	if (!record_jti(&tenant, "client_assertion", jti, from_unix(exp + agentidp_clock_skew)))
+	if (!record_jti(&tenants[row], "client_assertion", jti, from_unix(exp + agentidp_clock_skew)))
 		assertion_refused("replayed jti");
+}
+
+/*
+ * The agent a client assertion (RFC 7523 section 3, OpenID Connect Core
+ * section 9 private_key_jwt) authenticates, else the uniform 28000 of every
+ * client authentication failure: a malformed or badly signed assertion
+ * too, so that nothing tells a caller whether a kid is registered.  The
+ * header's kid picks a registered client key (the RFC 7638 thumbprint
+ * add_client_key returned); iss and sub must be that client's client_id,
+ * aud the tenant's issuer or token endpoint (<issuer>/oauth/token), exp
+ * near, and the jti unused: it is recorded until exp.
+ */
+static void
+authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		assertion_check(assertion, agent_id);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			category;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (category != ERRCODE_DATA_EXCEPTION &&
+			category != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+			ReThrowError(edata);
+		/* our own refusal keeps its logged reason; JOSE's becomes one */
+		if (edata->detail_log != NULL)
+			ReThrowError(edata);
+		assertion_refused(edata->message);
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -1896,8 +2053,8 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 	SPI_connect();
 	agentidp_become_owner(&oc);
 	/* bound tokens come with proofs; exchange takes none, so not them */
-	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, false, false, unix_now());
-	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, false, false, unix_now());
+	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, VERIFY_LIVE, unix_now());
+	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, VERIFY_LIVE, unix_now());
 	if (strcmp(string_claim(subject, "tenant_id"), string_claim(actor, "tenant_id")) != 0)
 		ereport(ERROR,
 				errcode(ERRCODE_OAUTH_INVALID_GRANT),
@@ -1920,10 +2077,11 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 							 "SELECT scopes FROM agentidp.may_act "
 							 "WHERE tenant_id = $1 AND subject_agent_id = $2 AND actor_agent_id = $3",
 							 3, argtypes, args, NULL, true, 1);
+	/* RFC 8693 section 2.2.2: a token unacceptable by policy is invalid_request */
 	if (SPI_processed != 1)
 		ereport(ERROR,
-				errcode(ERRCODE_OAUTH_INVALID_GRANT),
-				errmsg("invalid_grant: the actor may not act for the subject"),
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid_request: the actor may not act for the subject"),
 				errhint("An administrator allows it with agentidp.allow_delegation(subject, actor)."));
 	{
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -1968,9 +2126,28 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&act, '}');
 
 	is.client_id = actor_is.client_id;
+	/* roles too: those both the subject and the actor hold */
+	{
+		Datum	   *both = palloc(sizeof(Datum) * Max(is.nroles, 1));
+		int			nboth = 0;
+
+		for (int i = 0; i < is.nroles; i++)
+		{
+			text	   *t = DatumGetTextPP(is.roles[i]);
+
+			if (text_in(actor_is.roles, actor_is.nroles, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)))
+				both[nboth++] = is.roles[i];
+		}
+		is.roles = both;
+		is.nroles = nboth;
+	}
 	dg.actor = &actor_agent;
 	dg.act = act.data;
 	dg.exp_cap = date_claim(subject, "exp");
+	if (dg.exp_cap <= unix_now())
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid_request: the subject token expires too soon to be exchanged"));
 	result = copy_out(issue(&is, "urn:ietf:params:oauth:grant-type:token-exchange",
 							"actor_token", scope, aud, NULL, 0, &dg));
 	agentidp_restore_user(&oc);
