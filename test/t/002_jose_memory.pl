@@ -1,9 +1,11 @@
 # Scenario: one backend signs and verifies 100,000 tokens, then fails
 # 20,000 times on error paths that hold OpenSSL objects (a key imported,
 # then a refused header; a bad signature), then signs 50,000 tokens with a
-# tenant's stored key.  Its private resident memory must not grow: every
-# OpenSSL object is freed on every path.  A leak of even 50 bytes a call
-# would show as 5 MB.
+# tenant's stored key, then runs the token service: access tokens verified
+# without the signature cache, client assertions and DPoP proofs (each
+# imports a key of its own).  Its private resident memory must not grow:
+# every OpenSSL object is freed on every path.  A leak of even 50 bytes a
+# call would show as 5 MB.
 use strict;
 use warnings;
 
@@ -118,6 +120,44 @@ is( $bg->query_safe(
 	'50000', 'tenant key: 50,000 tokens signed');
 my $end = rss_kb();
 cmp_ok($end - $start, '<', 2048, "tenant key: RSS grew by less than 2 MB ($start kB -> $end kB)");
+
+# the token service; each batch runs twice, the first to warm up
+$bg->query_safe(
+	"SELECT agentidp.register_agent(tenant_id, 'mem', '{read}') AS a FROM agentidp.tenants \\gset");
+$bg->query_safe(
+	"SELECT client_id AS cid, client_secret AS secret FROM agentidp.create_client_secret(:'a') \\gset");
+$bg->query_safe(
+	"CREATE TEMP TABLE t AS SELECT agentidp.issue_token(:'cid', :'secret') ->> 'access_token' AS token
+	 FROM generate_series(1, 5000)");
+$bg->query_safe('SET agentidp.verified_token_cache = 0');
+$bg->query_safe(
+	"SELECT agentidp.jwk_thumbprint(jwk - 'd') AS ckid, jwk AS cjwk FROM k WHERE alg = 'ES256' \\gset");
+$bg->query_safe("SELECT agentidp.add_client_key(:'a', :'cjwk'::jsonb - 'd')");
+$bg->query_safe("SELECT issuer || '/oauth/token' AS endpoint FROM agentidp.tenants \\gset");
+
+my %batch = (
+	'verify_token, uncached' =>
+	  "SELECT count(agentidp.verify_token(token)) FROM t",
+	'private_key_jwt' =>
+	  "SELECT count(agentidp.issue_token_jwt(agentidp.jws_sign(jsonb_build_object(
+			'iss', :'cid', 'sub', :'cid', 'aud', :'endpoint', 'jti', gen_random_uuid(),
+			'exp', extract(epoch FROM now())::bigint + 60), :'cjwk'::jsonb || jsonb_build_object('kid', :'ckid'))))
+	   FROM generate_series(1, 2000)",
+	'DPoP' =>
+	  "SELECT count(agentidp.issue_token(:'cid', :'secret', NULL, NULL,
+			agentidp.jws_sign(jsonb_build_object('jti', gen_random_uuid(), 'htm', 'POST',
+				'htu', 'https://idp.example/oauth/token', 'iat', extract(epoch FROM now())::bigint),
+				k.jwk - 'kid', jsonb_build_object('typ', 'dpop+jwt', 'jwk', k.jwk - 'd' - 'kid')),
+			'POST', 'https://idp.example/oauth/token'))
+	   FROM generate_series(1, 2000), k WHERE k.alg = 'ES256'");
+foreach my $name (sort keys %batch)
+{
+	$bg->query_safe($batch{$name});
+	my $from = rss_kb();
+	$bg->query_safe($batch{$name});
+	my $to = rss_kb();
+	cmp_ok($to - $from, '<', 2048, "$name: RSS grew by less than 2 MB ($from kB -> $to kB)");
+}
 
 $bg->quit;
 $node->stop;
