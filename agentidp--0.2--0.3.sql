@@ -34,6 +34,7 @@ CREATE TABLE agentidp.refresh_tokens (
 	used_at		timestamptz,
 	revoked_at	timestamptz,
 	dpop_jkt	text,							-- the family's DPoP key (RFC 9449 section 5)
+	cred		text,							-- the credential that began it: s:<secret_id>, k:<key_id>
 	CONSTRAINT refresh_tokens_pkey PRIMARY KEY (tenant_id, token_id),
 	CONSTRAINT refresh_tokens_hash_key UNIQUE (token_hash),
 	CONSTRAINT refresh_tokens_agent_fkey FOREIGN KEY (tenant_id, agent_id)
@@ -133,6 +134,34 @@ BEGIN
 	RETURN NULL;
 END
 $$;
+-- revoking a credential ends the refresh families it began (access tokens
+-- carry it in their "cred" claim, which verification checks)
+CREATE FUNCTION agentidp._credentials_revoke_refresh() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c text;
+BEGIN
+	-- each table's own id column: NEW is read only where it has one
+	IF TG_TABLE_NAME = 'client_secrets' THEN
+		c := 's:' || (to_jsonb(NEW) ->> 'secret_id');
+	ELSE
+		c := 'k:' || (to_jsonb(NEW) ->> 'key_id');
+	END IF;
+	UPDATE agentidp.refresh_tokens SET revoked_at = now()
+	WHERE tenant_id = NEW.tenant_id AND revoked_at IS NULL AND cred = c;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER revoke_refresh AFTER UPDATE OF revoked_at ON agentidp.client_secrets
+	FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+	EXECUTE FUNCTION agentidp._credentials_revoke_refresh();
+CREATE TRIGGER revoke_refresh AFTER UPDATE OF revoked_at ON agentidp.client_keys
+	FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+	EXECUTE FUNCTION agentidp._credentials_revoke_refresh();
+
 CREATE TRIGGER revoke_refresh AFTER UPDATE OF status ON agentidp.agents
 	FOR EACH ROW WHEN (NEW.status <> 'active' AND OLD.status = 'active')
 	EXECUTE FUNCTION agentidp._agents_revoke_refresh();
@@ -414,5 +443,5 @@ GRANT EXECUTE ON FUNCTION
 	TO agentidp_admin, agentidp_service;
 GRANT SELECT ON agentidp.revoked_tokens, agentidp.used_jtis TO agentidp_admin;
 GRANT SELECT (tenant_id, token_id, family_id, agent_id, scope, audience, created_at,
-			  expires_at, idle_expires_at, used_at, revoked_at)
+			  expires_at, idle_expires_at, used_at, revoked_at, dpop_jkt, cred)
 	ON agentidp.refresh_tokens TO agentidp_admin;

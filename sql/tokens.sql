@@ -155,6 +155,30 @@ RESET ROLE;
 SET ROLE regress_service;
 SELECT agentidp.verify_token(:'tok2', 'https://api.example') ->> 'sub' = :'agent' AS valid_again;
 
+-- revoking the secret a token was obtained with ends the token, and the
+-- refresh families it began
+RESET ROLE;
+UPDATE agentidp.tenants SET settings = '{"refresh_tokens": true}' WHERE tenant_id = :'ta';
+SET ROLE regress_admin_a;
+SELECT client_secret AS secret2 FROM agentidp.create_client_secret(:'agent') \gset
+SELECT secret_id AS secret2_id FROM agentidp.client_secrets
+WHERE agent_id = :'agent' ORDER BY created_at DESC, secret_id LIMIT 1 \gset
+RESET ROLE;
+SET ROLE regress_service;
+SELECT agentidp.issue_token(:'cid', :'secret2') AS r_s2 \gset
+SELECT agentidp.verify_token(:'r_s2'::jsonb ->> 'access_token') ->> 'cred' = 's:' || :'secret2_id' AS cred_claim;
+RESET ROLE;
+SET ROLE regress_admin_a;
+SELECT agentidp.revoke_client_secret(:'cid', :'secret2_id');
+RESET ROLE;
+SET ROLE regress_service;
+\set VERBOSITY terse
+SELECT agentidp.verify_token(:'r_s2'::jsonb ->> 'access_token');
+\set VERBOSITY default
+SELECT agentidp.refresh_token(:'r_s2'::jsonb ->> 'refresh_token', :'cid', :'secret') ->> 'error_description' AS family;
+RESET ROLE;
+UPDATE agentidp.tenants SET settings = '{}' WHERE tenant_id = :'ta';
+
 -- a token revoked while its agent is suspended stays revoked
 SET ROLE regress_service;
 SELECT agentidp.issue_token(:'cid', :'secret', 'read', 'https://api.example') ->> 'access_token' AS tok3 \gset

@@ -272,7 +272,8 @@ authentication_failed(void)
  * anyway (it appears in every access token).
  */
 bool
-agentidp_client_secret_matches(text *client_id, text *secret, pg_uuid_t *agent_id)
+agentidp_client_secret_matches(text *client_id, text *secret, pg_uuid_t *agent_id,
+							   pg_uuid_t *secret_id)
 {
 	static const unsigned char dummy_hash[SECRET_HASH_LEN] = {0};
 	unsigned char presented[SECRET_HASH_LEN];
@@ -290,7 +291,7 @@ agentidp_client_secret_matches(text *client_id, text *secret, pg_uuid_t *agent_i
 
 	args[0] = PointerGetDatum(client_id);
 	(void) agentidp_run_plan(&check_plan,
-							 "SELECT s.agent_id, s.secret_hash "
+							 "SELECT s.agent_id, s.secret_hash, s.secret_id "
 							 "FROM agentidp.agents a "
 							 "JOIN agentidp.tenants t ON t.tenant_id = a.tenant_id "
 							 "JOIN agentidp.client_secrets s "
@@ -318,8 +319,13 @@ agentidp_client_secret_matches(text *client_id, text *secret, pg_uuid_t *agent_i
 		if (CRYPTO_memcmp(presented, VARDATA_ANY(stored), SECRET_HASH_LEN) == 0)
 		{
 			if (!matched)
+			{
 				memcpy(agent_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)),
 					   sizeof(pg_uuid_t));
+				if (secret_id != NULL)
+					memcpy(secret_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)),
+						   sizeof(pg_uuid_t));
+			}
 			matched = 1;
 		}
 	}
@@ -342,7 +348,7 @@ agentidp_check_client_secret(PG_FUNCTION_ARGS)
 	SPI_connect();
 	ok = agentidp_client_secret_matches(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 										PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-										agent_id);
+										agent_id, NULL);
 	SPI_finish();
 	if (!ok)
 		authentication_failed();

@@ -95,6 +95,7 @@ typedef struct Issuance
 	Datum	   *roles;			/* role names, sorted */
 	int			nroles;
 	char	   *cnf_jkt;		/* DPoP key thumbprint the token is bound to, or NULL */
+	char	   *cred;			/* the credential: "s:<secret_id>" or "k:<key_id>", or NULL */
 } Issuance;
 
 static SPIPlanPtr issuance_plan = NULL;
@@ -274,6 +275,7 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 	text_array(SPI_getbinval(tup, desc, 10, &isnull), &is->scopes, &is->nscopes);
 	text_array(SPI_getbinval(tup, desc, 11, &isnull), &is->roles, &is->nroles);
 	is->cnf_jkt = NULL;
+	is->cred = NULL;
 	return true;
 }
 
@@ -423,6 +425,12 @@ sign_access_token(const Issuance *is, const char *scope, const char *aud,
 	appendStringInfoChar(&c, ']');
 	if (act != NULL)
 		appendStringInfo(&c, ",\"act\":%s", act);
+	/* which credential obtained it: revoking that one ends the token */
+	if (is->cred != NULL)
+	{
+		appendStringInfoChar(&c, ',');
+		append_json_string(&c, "cred", is->cred);
+	}
 	if (is->cnf_jkt != NULL)
 	{
 		appendStringInfoString(&c, ",\"cnf\":{");
@@ -448,10 +456,10 @@ issue_refresh(const Issuance *is, const char *scope, const char *aud,
 	unsigned char raw[REFRESH_RAW_LEN];
 	unsigned char hash[SHA256_DIGEST_LENGTH];
 	char	   *token = palloc(REFRESH_LEN + 1);
-	Oid			argtypes[9] = {UUIDOID, UUIDOID, UUIDOID, BYTEAOID, TEXTOID, TEXTOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID};
-	Datum		args[9];
-	char		nulls[9] = "         ";
+	Oid			argtypes[10] = {UUIDOID, UUIDOID, UUIDOID, BYTEAOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+	Datum		args[10];
+	char		nulls[10] = "          ";
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz expires = family != NULL ? family_expires :
 		now + (int64) is->refresh_lifetime * USECS_PER_SEC;
@@ -483,12 +491,16 @@ issue_refresh(const Issuance *is, const char *scope, const char *aud,
 		args[8] = CStringGetTextDatum(is->cnf_jkt);
 	else
 		nulls[8] = 'n';
+	if (is->cred != NULL)
+		args[9] = CStringGetTextDatum(is->cred);
+	else
+		nulls[9] = 'n';
 	(void) agentidp_run_plan(&insert_refresh_plan,
 							 "INSERT INTO agentidp.refresh_tokens "
 							 "(tenant_id, agent_id, family_id, token_hash, scope, audience, "
-							 " expires_at, idle_expires_at, dpop_jkt) "
-							 "VALUES ($1, $2, COALESCE($3, pg_catalog.gen_random_uuid()), $4, $5, $6, $7, $8, $9)",
-							 9, argtypes, args, nulls, false, 0);
+							 " expires_at, idle_expires_at, dpop_jkt, cred) "
+							 "VALUES ($1, $2, COALESCE($3, pg_catalog.gen_random_uuid()), $4, $5, $6, $7, $8, $9, $10)",
+							 10, argtypes, args, nulls, false, 0);
 	return token;
 }
 
@@ -604,6 +616,7 @@ agentidp_issue_token(PG_FUNCTION_ARGS)
 {
 	AgentidpOwnerContext oc;
 	pg_uuid_t	agent_id;
+	pg_uuid_t	secret_id;
 	Issuance	is;
 	Jsonb	   *result;
 	char	   *scope;
@@ -613,9 +626,10 @@ agentidp_issue_token(PG_FUNCTION_ARGS)
 	agentidp_become_owner(&oc);
 	if (!agentidp_client_secret_matches(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
 										PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-										&agent_id) ||
+										&agent_id, &secret_id) ||
 		!load_issuance(&agent_id, &is))
 		agentidp_client_authentication_failed();
+	is.cred = psprintf("s:%s", uuid_text(&secret_id));
 	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), is.scopes, is.nscopes);
 	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
 	if (OPT_TEXT_ARG(4) != NULL)
@@ -713,6 +727,8 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	bool		used;
 	bool		revoked;
 	char	   *bound_jkt;
+	char	   *family_cred;
+	pg_uuid_t	secret_id;
 	Issuance	is;
 	Jsonb	   *result;
 
@@ -720,7 +736,7 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	agentidp_become_owner(&oc);
 	if (!agentidp_client_secret_matches(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 										PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
-										&agent_id))
+										&agent_id, &secret_id))
 		agentidp_client_authentication_failed();
 
 	presented = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
@@ -736,7 +752,7 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	(void) agentidp_run_plan(&find_refresh_plan,
 							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
 							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL, "
-							 "  dpop_jkt "
+							 "  dpop_jkt, cred "
 							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
 							 1, argtypes, args, NULL, false, 1);
 	if (SPI_processed != 1)
@@ -757,6 +773,7 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	used = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	revoked = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	bound_jkt = SPI_getvalue(tup, desc, 11);
+	family_cred = SPI_getvalue(tup, desc, 12);
 
 	if (memcmp(&owner_agent, &agent_id, sizeof(pg_uuid_t)) != 0)
 	{
@@ -820,6 +837,8 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 			}
 		}
 		narrowed = grant_scope(NULL, granted, ngranted);
+		/* the family stays under the credential that began it */
+		is.cred = family_cred != NULL ? family_cred : psprintf("s:%s", uuid_text(&secret_id));
 		/* a bound family needs a proof of its key (RFC 9449 section 5) */
 		if (OPT_TEXT_ARG(3) != NULL || bound_jkt != NULL)
 			is.cnf_jkt = check_dpop(OPT_TEXT_ARG(3), OPT_TEXT_ARG(4), OPT_TEXT_ARG(5),
@@ -1119,8 +1138,10 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 	int64		exp;
 	int64		nbf;
 	int64		iat;
-	Oid			argtypes[4] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID};
-	Datum		args[4];
+	Oid			argtypes[5] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[5];
+	char		nulls[5] = "     ";
+	char	   *cred;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -1188,6 +1209,14 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 	args[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(sub));
 	args[2] = CStringGetTextDatum(jti);
 	args[3] = CStringGetTextDatum(kid);
+	cred = string_claim(payload, "cred");
+	if (cred != NULL && (strlen(cred) != 38 || (cred[0] != 's' && cred[0] != 'k') ||
+						 cred[1] != ':' || !canonical_uuid(cred + 2)))
+		invalid_token("malformed cred claim");
+	if (cred != NULL)
+		args[4] = CStringGetTextDatum(cred);
+	else
+		nulls[4] = 'n';
 	/* the key too: deleting a key ends its tokens at once */
 	(void) agentidp_run_plan(&verify_probe_plan,
 							 "SELECT t.issuer, t.status, COALESCE(t.settings ->> 'audience', t.issuer), "
@@ -1196,9 +1225,16 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 							 "  EXISTS (SELECT FROM agentidp.revoked_tokens r "
 							 "          WHERE r.tenant_id = t.tenant_id AND r.jti = $3), "
 							 "  EXISTS (SELECT FROM agentidp.signing_keys k "
-							 "          WHERE k.tenant_id = t.tenant_id AND k.kid = $4) "
+							 "          WHERE k.tenant_id = t.tenant_id AND k.kid = $4), "
+							 "  CASE WHEN $5 IS NULL THEN true "
+							 "    WHEN pg_catalog.left($5, 2) = 's:' THEN EXISTS (SELECT FROM agentidp.client_secrets s "
+							 "      WHERE s.tenant_id = t.tenant_id AND s.secret_id = pg_catalog.substr($5, 3)::uuid "
+							 "        AND s.revoked_at IS NULL) "
+							 "    ELSE EXISTS (SELECT FROM agentidp.client_keys c "
+							 "      WHERE c.tenant_id = t.tenant_id AND c.key_id = pg_catalog.substr($5, 3)::uuid "
+							 "        AND c.revoked_at IS NULL) END "
 							 "FROM agentidp.tenants t WHERE t.tenant_id = $1",
-							 4, argtypes, args, NULL, true, 1);
+							 5, argtypes, args, nulls, true, 1);
 	if (SPI_processed != 1)
 		invalid_token("unknown tenant");
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull)))
@@ -1224,6 +1260,8 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 			invalid_token("the tenant is suspended");
 		if (strcmp(SPI_getvalue(tup, desc, 4), "active") != 0)
 			invalid_token(psprintf("the agent is %s", SPI_getvalue(tup, desc, 4)));
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)))
+			invalid_token("the credential it was obtained with is revoked");
 		/* a delegated token ends with its actor too */
 		if (act != NULL && act->type == jbvBinary)
 			check_actor(&key_tenant, act);
@@ -1344,7 +1382,7 @@ find_refresh(text *token, pg_uuid_t *tenant, pg_uuid_t *agent, pg_uuid_t *family
 	(void) agentidp_run_plan(&find_refresh_plan,
 							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
 							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL, "
-							 "  dpop_jkt "
+							 "  dpop_jkt, cred "
 							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
 							 1, argtypes, args, NULL, false, 1);
 	if (SPI_processed != 1)
@@ -1763,7 +1801,7 @@ record_jti(const pg_uuid_t *tenant, const char *kind, const char *jti, Timestamp
  * exp near, and the jti unused: it is recorded until exp.
  */
 static void
-assertion_check(text *assertion, pg_uuid_t *agent_id)
+assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 {
 	AgentidpJws jws;
 	Oid			argtypes[1] = {TEXTOID};
@@ -1778,6 +1816,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id)
 	int			nrows;
 	pg_uuid_t  *tenants;
 	pg_uuid_t  *agents;
+	pg_uuid_t  *key_ids;
 	char	  **client_ids;
 	char	  **issuers;
 	int			row = -1;
@@ -1809,7 +1848,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id)
 	 */
 	args[0] = CStringGetTextDatum(jws.kid);
 	(void) agentidp_run_plan(&client_key_plan,
-							 "SELECT k.tenant_id, k.agent_id, k.public_jwk, a.client_id, t.issuer "
+							 "SELECT k.tenant_id, k.agent_id, k.public_jwk, a.client_id, t.issuer, k.key_id "
 							 "FROM agentidp.client_keys k "
 							 "JOIN agentidp.agents a ON a.tenant_id = k.tenant_id AND a.agent_id = k.agent_id "
 							 "JOIN agentidp.tenants t ON t.tenant_id = k.tenant_id "
@@ -1822,6 +1861,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id)
 		assertion_refused("no active client key with this kid");
 	tenants = palloc(sizeof(pg_uuid_t) * nrows);
 	agents = palloc(sizeof(pg_uuid_t) * nrows);
+	key_ids = palloc(sizeof(pg_uuid_t) * nrows);
 	client_ids = palloc(sizeof(char *) * nrows);
 	issuers = palloc(sizeof(char *) * nrows);
 	for (int i = 0; i < nrows; i++)
@@ -1831,6 +1871,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id)
 
 		memcpy(&tenants[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
 		memcpy(&agents[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
+		memcpy(&key_ids[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 6, &isnull)), sizeof(pg_uuid_t));
 		client_ids[i] = SPI_getvalue(tup, desc, 4);
 		issuers[i] = SPI_getvalue(tup, desc, 5);
 	}
@@ -1862,6 +1903,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id)
 	if (row < 0 || sub == NULL || strcmp(sub, iss) != 0)
 		assertion_refused("iss and sub must be the client_id of a client with this key");
 	memcpy(agent_id, &agents[row], sizeof(pg_uuid_t));
+	memcpy(key_id, &key_ids[row], sizeof(pg_uuid_t));
 	endpoint = psprintf("%s/oauth/token", issuers[row]);
 	if (!audience_matches(claims, issuers[row]) && !audience_matches(claims, endpoint))
 		assertion_refused("aud is neither the issuer nor the token endpoint");
@@ -1892,7 +1934,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id)
  * near, and the jti unused: it is recorded until exp.
  */
 static void
-authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
+authenticate_assertion(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -1901,7 +1943,7 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		assertion_check(assertion, agent_id);
+		assertion_check(assertion, agent_id, key_id);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -1940,6 +1982,7 @@ agentidp_issue_token_jwt(PG_FUNCTION_ARGS)
 {
 	AgentidpOwnerContext oc;
 	pg_uuid_t	agent_id;
+	pg_uuid_t	key_id;
 	Issuance	is;
 	Jsonb	   *result;
 	char	   *scope;
@@ -1947,9 +1990,10 @@ agentidp_issue_token_jwt(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	authenticate_assertion(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &agent_id);
+	authenticate_assertion(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &agent_id, &key_id);
 	if (!load_issuance(&agent_id, &is))
 		assertion_refused("agent or tenant not active");
+	is.cred = psprintf("k:%s", uuid_text(&key_id));
 	scope = grant_scope(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1), is.scopes, is.nscopes);
 	aud = grant_audience(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), &is);
 	result = copy_out(issue(&is, "client_credentials", "private_key_jwt", scope, aud, NULL, 0, NULL));
@@ -2126,6 +2170,8 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&act, '}');
 
 	is.client_id = actor_is.client_id;
+	/* the actor's credential: revoking it ends the delegated token too */
+	is.cred = string_claim(actor, "cred");
 	/* roles too: those both the subject and the actor hold */
 	{
 		Datum	   *both = palloc(sizeof(Datum) * Max(is.nroles, 1));
