@@ -21,6 +21,7 @@ OBJS = \
 	src/jwk.o \
 	src/keys.o \
 	src/tenants.o \
+	src/token_state.o \
 	src/tokens.o
 
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql
@@ -60,7 +61,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/token_state.h
 
 .PHONY: run test stop deps tap isolationcheck
 

@@ -42,6 +42,7 @@
 #include "jose.h"
 #include "jwk.h"
 #include "keys.h"
+#include "token_state.h"
 
 PG_FUNCTION_INFO_V1(agentidp_issue_token);
 PG_FUNCTION_INFO_V1(agentidp_refresh_token);
@@ -103,7 +104,6 @@ static SPIPlanPtr insert_refresh_plan = NULL;
 static SPIPlanPtr find_refresh_plan = NULL;
 static SPIPlanPtr use_refresh_plan = NULL;
 static SPIPlanPtr revoke_family_plan = NULL;
-static SPIPlanPtr verify_probe_plan = NULL;
 static SPIPlanPtr find_key_plan = NULL;
 static SPIPlanPtr revoke_jti_plan = NULL;
 static SPIPlanPtr client_key_plan = NULL;
@@ -1138,13 +1138,8 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 	int64		exp;
 	int64		nbf;
 	int64		iat;
-	Oid			argtypes[5] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[5];
-	char		nulls[5] = "     ";
+	TokenState	st;
 	char	   *cred;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
 	char	   *aud;
 	uint8		hash[SHA256_DIGEST_LENGTH];
 	VerifiedToken *hit;
@@ -1205,62 +1200,37 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 	/* sub is an agent id: a uuid in its canonical text form */
 	if (!canonical_uuid(sub))
 		invalid_token("unknown agent");
-	args[0] = UUIDPGetDatum(&key_tenant);
-	args[1] = DirectFunctionCall1(uuid_in, CStringGetDatum(sub));
-	args[2] = CStringGetTextDatum(jti);
-	args[3] = CStringGetTextDatum(kid);
 	cred = string_claim(payload, "cred");
 	if (cred != NULL && (strlen(cred) != 38 || (cred[0] != 's' && cred[0] != 'k') ||
 						 cred[1] != ':' || !canonical_uuid(cred + 2)))
 		invalid_token("malformed cred claim");
-	if (cred != NULL)
-		args[4] = CStringGetTextDatum(cred);
-	else
-		nulls[4] = 'n';
-	/* the key too: deleting a key ends its tokens at once */
-	(void) agentidp_run_plan(&verify_probe_plan,
-							 "SELECT t.issuer, t.status, COALESCE(t.settings ->> 'audience', t.issuer), "
-							 "  (SELECT a.status FROM agentidp.agents a "
-							 "   WHERE a.tenant_id = t.tenant_id AND a.agent_id = $2), "
-							 "  EXISTS (SELECT FROM agentidp.revoked_tokens r "
-							 "          WHERE r.tenant_id = t.tenant_id AND r.jti = $3), "
-							 "  EXISTS (SELECT FROM agentidp.signing_keys k "
-							 "          WHERE k.tenant_id = t.tenant_id AND k.kid = $4), "
-							 "  CASE WHEN $5 IS NULL THEN true "
-							 "    WHEN pg_catalog.left($5, 2) = 's:' THEN EXISTS (SELECT FROM agentidp.client_secrets s "
-							 "      WHERE s.tenant_id = t.tenant_id AND s.secret_id = pg_catalog.substr($5, 3)::uuid "
-							 "        AND s.revoked_at IS NULL) "
-							 "    ELSE EXISTS (SELECT FROM agentidp.client_keys c "
-							 "      WHERE c.tenant_id = t.tenant_id AND c.key_id = pg_catalog.substr($5, 3)::uuid "
-							 "        AND c.revoked_at IS NULL) END "
-							 "FROM agentidp.tenants t WHERE t.tenant_id = $1",
-							 5, argtypes, args, nulls, true, 1);
-	if (SPI_processed != 1)
+	agentidp_token_state(&key_tenant,
+						 DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(sub))),
+						 jti, kid, cred, &st);
+	if (!st.tenant_found)
 		invalid_token("unknown tenant");
-	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull)))
+	/* the key too: deleting a key ends its tokens at once */
+	if (!st.key_exists)
 		invalid_token("unknown key");
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
 	iss = string_claim(payload, "iss");
-	if (iss == NULL || strcmp(iss, SPI_getvalue(tup, desc, 1)) != 0)
+	if (iss == NULL || strcmp(iss, st.issuer) != 0)
 		invalid_token("wrong issuer");
-	aud = audience != NULL ? text_to_cstring(audience) : SPI_getvalue(tup, desc, 3);
+	aud = audience != NULL ? text_to_cstring(audience) : st.default_audience;
 	if ((flags & VERIFY_AUDIENCE) && !audience_matches(payload, aud))
 		invalid_token("wrong audience");
-	(void) SPI_getbinval(tup, desc, 4, &isnull);
-	if (isnull)
+	if (!st.agent_found)
 		invalid_token("unknown agent");
 	if (flags & VERIFY_LIVE)
 	{
 		JsonbValue *act = claim(payload, "act");
 
-		if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
+		if (st.revoked)
 			invalid_token("revoked");
-		if (strcmp(SPI_getvalue(tup, desc, 2), "active") != 0)
+		if (strcmp(st.tenant_status, "active") != 0)
 			invalid_token("the tenant is suspended");
-		if (strcmp(SPI_getvalue(tup, desc, 4), "active") != 0)
-			invalid_token(psprintf("the agent is %s", SPI_getvalue(tup, desc, 4)));
-		if (!DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)))
+		if (strcmp(st.agent_status, "active") != 0)
+			invalid_token(psprintf("the agent is %s", st.agent_status));
+		if (!st.cred_active)
 			invalid_token("the credential it was obtained with is revoked");
 		/* a delegated token ends with its actor too */
 		if (act != NULL && act->type == jbvBinary)
