@@ -1201,6 +1201,8 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 	if (!canonical_uuid(sub))
 		invalid_token("unknown agent");
 	cred = string_claim(payload, "cred");
+	if (cred == NULL && claim(payload, "cred") != NULL)
+		invalid_token("malformed cred claim");
 	if (cred != NULL && (strlen(cred) != 38 || (cred[0] != 's' && cred[0] != 'k') ||
 						 cred[1] != ':' || !canonical_uuid(cred + 2)))
 		invalid_token("malformed cred claim");
