@@ -693,6 +693,51 @@ revoke_family(const pg_uuid_t *tenant, const pg_uuid_t *family)
 }
 
 /*
+ * Find and lock the refresh token row of a presented token: -1 when the
+ * token is malformed, 0 when unknown, 1 when SPI_tuptable holds its row
+ * (tenant_id, agent_id, token_id, family_id, scope, audience, expires_at,
+ * idle_expires_at, used, revoked, dpop_jkt, cred).  The row lock makes
+ * concurrent uses of one token take turns.
+ */
+static int
+lock_refresh(text *token)
+{
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+	Oid			argtypes[1] = {BYTEAOID};
+	Datum		args[1];
+
+	if (token == NULL || VARSIZE_ANY_EXHDR(token) != REFRESH_LEN ||
+		memcmp(VARDATA_ANY(token), REFRESH_PREFIX, REFRESH_PREFIX_LEN) != 0)
+		return -1;
+	token_hash(VARDATA_ANY(token), REFRESH_LEN, hash);
+	args[0] = bytea_datum(hash, sizeof(hash));
+	(void) agentidp_run_plan(&find_refresh_plan,
+							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
+							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL, "
+							 "  dpop_jkt, cred "
+							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+							 1, argtypes, args, NULL, false, 1);
+	return SPI_processed == 1 ? 1 : 0;
+}
+
+/* the locked row's tenant, agent and family; false if there is none */
+static bool
+find_refresh(text *token, pg_uuid_t *tenant, pg_uuid_t *agent, pg_uuid_t *family)
+{
+	bool		isnull;
+
+	if (lock_refresh(token) != 1)
+		return false;
+	memcpy(tenant, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+		   sizeof(pg_uuid_t));
+	memcpy(agent, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+		   sizeof(pg_uuid_t));
+	memcpy(family, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)),
+		   sizeof(pg_uuid_t));
+	return true;
+}
+
+/*
  * agentidp.refresh_token(refresh_token text, client_id text,
  *						  client_secret text DEFAULT NULL) RETURNS jsonb
  *
@@ -710,9 +755,7 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	AgentidpOwnerContext oc;
 	pg_uuid_t	agent_id;
 	text	   *presented;
-	unsigned char hash[SHA256_DIGEST_LENGTH];
-	Oid			argtypes[1] = {BYTEAOID};
-	Datum		args[1];
+	int			found;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -740,22 +783,13 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 		agentidp_client_authentication_failed();
 
 	presented = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
-	if (presented == NULL || VARSIZE_ANY_EXHDR(presented) != REFRESH_LEN ||
-		memcmp(VARDATA_ANY(presented), REFRESH_PREFIX, REFRESH_PREFIX_LEN) != 0)
+	found = lock_refresh(presented);
+	if (found < 0)
 	{
 		result = oauth_error("invalid_grant", "the refresh token is malformed");
 		goto done;
 	}
-	token_hash(VARDATA_ANY(presented), REFRESH_LEN, hash);
-	args[0] = bytea_datum(hash, sizeof(hash));
-	/* the row lock makes concurrent uses of one token take turns */
-	(void) agentidp_run_plan(&find_refresh_plan,
-							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
-							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL, "
-							 "  dpop_jkt, cred "
-							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-							 1, argtypes, args, NULL, false, 1);
-	if (SPI_processed != 1)
+	if (found == 0)
 	{
 		result = oauth_error("invalid_grant", "the refresh token is unknown");
 		goto done;
@@ -1293,30 +1327,28 @@ agentidp_verify_token_at(PG_FUNCTION_ARGS)
 }
 
 /*
- * The claims of a valid access token, whatever its audience (the issuer
- * itself asks), or NULL for anything invalid: the error is caught in a
- * subtransaction (revocation and introspection answer
- * "inactive" rather than fail, RFC 7009 section 2.2, RFC 7662 section 2.2).
+ * Run fn(arg) in a subtransaction.  NULL when it succeeded; the error when
+ * it raised a token error (SQLSTATE classes 22 and 28), its work rolled
+ * back; any other error (a cancel, a broken table) goes on up.
  */
-static Jsonb *
-try_verify(text *token, int flags)
+static ErrorData *
+catch_token_error(void (*fn) (void *), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	Jsonb	   *volatile claims = NULL;
+	ErrorData  *volatile edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		claims = verify_access_token(token, NULL, flags, unix_now());
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
 		int			category;
 
 		MemoryContextSwitchTo(cxt);
@@ -1325,48 +1357,50 @@ try_verify(text *token, int flags)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		/* a bad token is "inactive"; a cancel or a broken table is not */
 		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
 		if (category != ERRCODE_DATA_EXCEPTION &&
 			category != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
 			ReThrowError(edata);
-		FreeErrorData(edata);
-		claims = NULL;
 	}
 	PG_END_TRY();
-	return claims;
+	return edata;
 }
 
-/* the refresh token row of a presented token, locked; false if unknown */
-static bool
-find_refresh(text *token, pg_uuid_t *tenant, pg_uuid_t *agent, pg_uuid_t *family)
+typedef struct TryVerify
 {
-	unsigned char hash[SHA256_DIGEST_LENGTH];
-	Oid			argtypes[1] = {BYTEAOID};
-	Datum		args[1];
-	bool		isnull;
+	text	   *token;
+	int			flags;
+	Jsonb	   *claims;
+} TryVerify;
 
-	if (VARSIZE_ANY_EXHDR(token) != REFRESH_LEN ||
-		memcmp(VARDATA_ANY(token), REFRESH_PREFIX, REFRESH_PREFIX_LEN) != 0)
-		return false;
-	token_hash(VARDATA_ANY(token), REFRESH_LEN, hash);
-	args[0] = bytea_datum(hash, sizeof(hash));
-	(void) agentidp_run_plan(&find_refresh_plan,
-							 "SELECT tenant_id, agent_id, token_id, family_id, scope, audience, "
-							 "  expires_at, idle_expires_at, used_at IS NOT NULL, revoked_at IS NOT NULL, "
-							 "  dpop_jkt, cred "
-							 "FROM agentidp.refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-							 1, argtypes, args, NULL, false, 1);
-	if (SPI_processed != 1)
-		return false;
-	memcpy(tenant, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
-		   sizeof(pg_uuid_t));
-	memcpy(agent, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
-		   sizeof(pg_uuid_t));
-	memcpy(family, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)),
-		   sizeof(pg_uuid_t));
-	return true;
+static void
+try_verify_call(void *arg)
+{
+	TryVerify  *tv = arg;
+
+	tv->claims = verify_access_token(tv->token, NULL, tv->flags, unix_now());
 }
+
+/*
+ * The claims of a valid access token, whatever its audience (the issuer
+ * itself asks), or NULL for anything invalid: the error is caught in a
+ * subtransaction (revocation and introspection answer
+ * "inactive" rather than fail, RFC 7009 section 2.2, RFC 7662 section 2.2).
+ */
+static Jsonb *
+try_verify(text *token, int flags)
+{
+	TryVerify	tv = {token, flags, NULL};
+	ErrorData  *edata = catch_token_error(try_verify_call, &tv);
+
+	if (edata != NULL)
+	{
+		FreeErrorData(edata);
+		return NULL;
+	}
+	return tv.claims;
+}
+
 
 /* an agent's client_id, whatever its status */
 static char *
@@ -1555,6 +1589,45 @@ agentidp_introspect_token(PG_FUNCTION_ARGS)
 	PG_RETURN_JSONB_P(result);
 }
 
+/* ---- keys that come with a request ---- */
+
+/* the first private member of a JWK, or NULL for a public key */
+static const char *
+private_member(Jsonb *jwk)
+{
+	static const char *const members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
+
+	for (int i = 0; i < lengthof(members); i++)
+		if (claim(jwk, members[i]) != NULL)
+			return members[i];
+	return NULL;
+}
+
+/* the payload of a parsed JWS signed by a public JWK, imported for this call */
+static Jsonb *
+verify_with_public_jwk(AgentidpJws *jws, Jsonb *jwk)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp request key",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	AgentidpJwk *key = agentidp_jwk_import(jwk, false);
+	AgentidpSigner *verifier = agentidp_signer_create(key, cxt);
+	Jsonb	   *payload;
+
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		payload = agentidp_jws_verify_key(jws, verifier);
+	}
+	PG_FINALLY();
+	{
+		agentidp_jwk_free(key);
+		MemoryContextDelete(cxt);
+	}
+	PG_END_TRY();
+	return payload;
+}
+
 /* ---- DPoP (RFC 9449) ---- */
 
 /* a proof is accepted this long after its iat (plus the clock skew) */
@@ -1591,14 +1664,9 @@ static char *
 check_dpop(text *proof, text *htm, text *htu, text *access_token,
 		   const char *expected_jkt, const pg_uuid_t *tenant)
 {
-	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
 	AgentidpJws jws;
 	JsonbValue *jv;
 	Jsonb	   *jwk;
-	AgentidpJwk *key;
-	AgentidpSigner *verifier;
-	MemoryContext cxt;
-	MemoryContext old;
 	Jsonb	   *claims;
 	char	   *jti;
 	char	   *c_htm;
@@ -1621,25 +1689,10 @@ check_dpop(text *proof, text *htm, text *htu, text *access_token,
 	if (jv == NULL || jv->type != jbvBinary || !JsonContainerIsObject(jv->val.binary.data))
 		invalid_dpop("no public key (jwk) in the header");
 	jwk = JsonbValueToJsonb(jv);
-	for (int i = 0; i < lengthof(private_members); i++)
-		if (claim(jwk, private_members[i]) != NULL)
-			invalid_dpop("the header's jwk is not a public key");
+	if (private_member(jwk) != NULL)
+		invalid_dpop("the header's jwk is not a public key");
 
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp DPoP key", ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	key = agentidp_jwk_import(jwk, false);
-	verifier = agentidp_signer_create(key, cxt);
-	MemoryContextSwitchTo(old);
-	PG_TRY();
-	{
-		claims = agentidp_jws_verify_key(&jws, verifier);
-	}
-	PG_FINALLY();
-	{
-		agentidp_jwk_free(key);
-		MemoryContextDelete(cxt);
-	}
-	PG_END_TRY();
+	claims = verify_with_public_jwk(&jws, jwk);
 
 	jti = string_claim(claims, "jti");
 	c_htm = string_claim(claims, "htm");
@@ -1764,14 +1817,24 @@ record_jti(const pg_uuid_t *tenant, const char *kind, const char *jti, Timestamp
 	return SPI_processed == 1;
 }
 
-/*
- * The agent a client assertion (RFC 7523 section 3, OpenID Connect Core
- * section 9 private_key_jwt) authenticates, else the uniform 28000.  The
- * header's kid picks a registered client key (the RFC 7638 thumbprint
- * add_client_key returned); iss and sub must be that agent's client_id,
- * aud the tenant's issuer or its token endpoint (<issuer>/oauth/token),
- * exp near, and the jti unused: it is recorded until exp.
- */
+typedef struct AssertionCall
+{
+	text	   *assertion;
+	pg_uuid_t  *agent_id;
+	pg_uuid_t  *key_id;
+} AssertionCall;
+
+static void assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id);
+
+static void
+assertion_call(void *arg)
+{
+	AssertionCall *ac = arg;
+
+	assertion_check(ac->assertion, ac->agent_id, ac->key_id);
+}
+
+/* the checks of authenticate_assertion, raising whatever fails */
 static void
 assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 {
@@ -1779,10 +1842,6 @@ assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	bool		isnull;
-	AgentidpJwk *key;
-	AgentidpSigner *verifier;
-	MemoryContext cxt;
-	MemoryContext old;
 	Jsonb	   *claims;
 	Jsonb	   *jwk;
 	int			nrows;
@@ -1849,22 +1908,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 	}
 	jwk = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 
-	/* the key lives as long as this call */
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp client key", ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	key = agentidp_jwk_import(jwk, false);
-	verifier = agentidp_signer_create(key, cxt);
-	MemoryContextSwitchTo(old);
-	PG_TRY();
-	{
-		claims = agentidp_jws_verify_key(&jws, verifier);
-	}
-	PG_FINALLY();
-	{
-		agentidp_jwk_free(key);
-		MemoryContextDelete(cxt);
-	}
-	PG_END_TRY();
+	claims = verify_with_public_jwk(&jws, jwk);
 
 	iss = string_claim(claims, "iss");
 	sub = string_claim(claims, "sub");
@@ -1908,39 +1952,15 @@ assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 static void
 authenticate_assertion(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	AssertionCall ac = {assertion, agent_id, key_id};
+	ErrorData  *edata = catch_token_error(assertion_call, &ac);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		assertion_check(assertion, agent_id, key_id);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			category;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (category != ERRCODE_DATA_EXCEPTION &&
-			category != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
-			ReThrowError(edata);
-		/* our own refusal keeps its logged reason; JOSE's becomes one */
-		if (edata->detail_log != NULL)
-			ReThrowError(edata);
-		assertion_refused(edata->message);
-	}
-	PG_END_TRY();
+	if (edata == NULL)
+		return;
+	/* our own refusal keeps its logged reason; JOSE's becomes one */
+	if (edata->detail_log != NULL)
+		ReThrowError(edata);
+	assertion_refused(edata->message);
 }
 
 /*
@@ -1985,16 +2005,14 @@ Datum
 agentidp_public_jwk_kid(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *jwk = PG_GETARG_JSONB_P(0);
-	static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
+	const char *private = private_member(jwk);
 	AgentidpJwk *key;
 
-	for (int i = 0; i < lengthof(private_members); i++)
-		if (claim(jwk, private_members[i]) != NULL)
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("public_jwk must be a public key: it has the private member \"%s\"",
-						   private_members[i]),
-					errhint("Register the public half only; the private key stays with the client."));
+	if (private != NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("public_jwk must be a public key: it has the private member \"%s\"", private),
+				errhint("Register the public half only; the private key stays with the client."));
 	key = agentidp_jwk_import(jwk, false);
 	agentidp_jwk_free(key);
 	PG_RETURN_TEXT_P(cstring_to_text(agentidp_jwk_thumbprint(jwk)));
