@@ -20,6 +20,7 @@ OBJS = \
 	src/jose_json.o \
 	src/jwk.o \
 	src/keys.o \
+	src/refusals.o \
 	src/tenants.o \
 	src/token_state.o \
 	src/tokens.o
@@ -61,7 +62,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/token_state.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h
 
 .PHONY: run test stop deps tap isolationcheck
 

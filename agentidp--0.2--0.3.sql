@@ -413,6 +413,12 @@ $$;
 COMMENT ON FUNCTION agentidp.token_endpoint(jsonb) IS
 'the OAuth2 token endpoint: {"status", "body"} with the token response or the RFC 6749 error; refusals are audited';
 
+CREATE FUNCTION agentidp.drain_refusals(max integer DEFAULT 1000) RETURNS integer
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_drain_refusals';
+COMMENT ON FUNCTION agentidp.drain_refusals(integer) IS
+'writes refusals of direct SQL token calls, queued in shared memory when their transactions rolled back, to the audit log; for the background worker or pg_cron; superusers only';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
 -- the tenants' CHECK constraint runs as whoever writes a tenant
 GRANT EXECUTE ON FUNCTION agentidp._valid_token_settings(jsonb) TO agentidp_admin, agentidp_service;

@@ -516,6 +516,21 @@ SELECT DISTINCT actor_agent = :'agent' AS actor_is_agent, actor_role FROM agenti
 WHERE tenant_id = :'ta' AND action = 'token.issue' AND detail::jsonb ->> 'client_id' = :'cid';
 SELECT ok FROM agentidp.verify_audit_chain(:'ta');
 
+-- refusals of direct calls rolled back with their transactions; they
+-- were queued in shared memory, and reach the audit log when drained
+SELECT agentidp.drain_refusals() > 0 AS drained;
+SELECT detail::jsonb ->> 'error' AS error, detail::jsonb ->> 'grant_type' AS grant_type,
+	   count(*) > 0 AS recorded
+FROM agentidp.audit_events
+WHERE tenant_id = :'ta' AND action = 'token.refused' AND detail::jsonb ->> 'path' = 'sql'
+GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT count(*) AS secrets_in_queue_rows FROM agentidp.audit_events
+WHERE action = 'token.refused' AND detail::text ~ 'aidp_(sk|rt)_';
+SELECT agentidp.drain_refusals(0);
+SET ROLE regress_service;
+SELECT agentidp.drain_refusals();
+RESET ROLE;
+
 -- who may call what
 SET ROLE regress_outsider;
 \set VERBOSITY terse

@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 
 #include "agentidp.h"
+#include "refusals.h"
 
 PG_MODULE_MAGIC;
 
@@ -216,6 +217,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("agentidp");
 
 	agentidp_audit_init();
+	agentidp_refusals_init();
 }
 
 /*

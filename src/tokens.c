@@ -42,6 +42,7 @@
 #include "jose.h"
 #include "jwk.h"
 #include "keys.h"
+#include "refusals.h"
 #include "token_state.h"
 
 PG_FUNCTION_INFO_V1(agentidp_issue_token);
@@ -504,6 +505,113 @@ issue_refresh(const Issuance *is, const char *scope, const char *aud,
 	return token;
 }
 
+/* ---- the request being served, for the refusal queue (refusals.c) ---- */
+
+typedef struct Request
+{
+	const char *grant;
+	char		client_id[128];
+	bool		known;			/* tenant and agent are the client's */
+	pg_uuid_t	tenant;
+	pg_uuid_t	agent;
+} Request;
+
+static Request request;
+
+static void
+request_client(const pg_uuid_t *tenant, const pg_uuid_t *agent, const char *client_id)
+{
+	memcpy(&request.tenant, tenant, sizeof(pg_uuid_t));
+	memcpy(&request.agent, agent, sizeof(pg_uuid_t));
+	if (client_id != NULL)
+		strlcpy(request.client_id, client_id, sizeof(request.client_id));
+	request.known = true;
+}
+
+/* the client a client_id names, whatever its secret said */
+static void
+request_identify(text *client_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+
+	if (client_id == NULL || VARSIZE_ANY_EXHDR(client_id) > 128)
+		return;
+	args[0] = PointerGetDatum(client_id);
+	(void) agentidp_run_plan(&plan,
+							 "SELECT tenant_id, agent_id FROM agentidp.agents WHERE client_id = $1",
+							 1, argtypes, args, NULL, true, 1);
+	if (SPI_processed == 1)
+		request_client(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+					   DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+					   NULL);
+}
+
+/* the OAuth error of a refusal, as token_endpoint maps it */
+static const char *
+oauth_error_of(const ErrorData *e, const char *grant)
+{
+	if (strcmp(e->message, "client authentication failed") == 0)
+		return "invalid_client";
+	if (strncmp(e->message, "invalid DPoP proof", 18) == 0)
+		return "invalid_dpop_proof";
+	if (strncmp(e->message, "invalid_scope", 13) == 0)
+		return "invalid_scope";
+	if (strncmp(e->message, "invalid_target", 14) == 0)
+		return "invalid_target";
+	if (strcmp(grant, "urn:ietf:params:oauth:grant-type:token-exchange") == 0)
+		return "invalid_request";
+	if (ERRCODE_TO_CATEGORY(e->sqlerrcode) == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+		return "invalid_grant";
+	return "invalid_request";
+}
+
+/*
+ * Run a grant; when it refuses a client it has identified, note the
+ * refusal (error and message, never a secret) so that it reaches the
+ * audit log although the error rolls the transaction back.
+ */
+static Datum
+run_grant(FunctionCallInfo fcinfo, Jsonb *(*body) (FunctionCallInfo), const char *grant,
+		  int client_id_arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
+
+	memset(&request, 0, sizeof(request));
+	request.grant = grant;
+	if (client_id_arg >= 0 && !PG_ARGISNULL(client_id_arg))
+		text_to_cstring_buffer(PG_GETARG_TEXT_PP(client_id_arg), request.client_id,
+							   sizeof(request.client_id));
+	PG_TRY();
+	{
+		result = body(fcinfo);
+	}
+	PG_CATCH();
+	{
+		if (request.known)
+		{
+			ErrorData  *e;
+			int			category;
+
+			MemoryContextSwitchTo(cxt);
+			e = CopyErrorData();
+			category = ERRCODE_TO_CATEGORY(e->sqlerrcode);
+			if (category == ERRCODE_DATA_EXCEPTION ||
+				category == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION ||
+				category == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
+				agentidp_note_refusal(&request.tenant, &request.agent, grant, request.client_id,
+									  oauth_error_of(e, grant), e->message);
+			FreeErrorData(e);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	PG_RETURN_JSONB_P(result);
+}
+
 /*
  * Issue an access token (and a refresh token where the tenant enables
  * them) for an authenticated agent, audit it, and return the RFC 6749
@@ -611,8 +719,8 @@ copy_out(Jsonb *jb)
  * The client-credentials grant (RFC 6749 section 4.4).  Every client
  * authentication failure raises the same 28000 error.
  */
-Datum
-agentidp_issue_token(PG_FUNCTION_ARGS)
+static Jsonb *
+issue_token_body(FunctionCallInfo fcinfo)
 {
 	AgentidpOwnerContext oc;
 	pg_uuid_t	agent_id;
@@ -628,7 +736,11 @@ agentidp_issue_token(PG_FUNCTION_ARGS)
 										PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 										&agent_id, &secret_id) ||
 		!load_issuance(&agent_id, &is))
+	{
+		request_identify(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 		agentidp_client_authentication_failed();
+	}
+	request_client(&is.tenant_id, &agent_id, NULL);
 	is.cred = psprintf("s:%s", uuid_text(&secret_id));
 	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), is.scopes, is.nscopes);
 	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
@@ -638,7 +750,13 @@ agentidp_issue_token(PG_FUNCTION_ARGS)
 	result = copy_out(issue(&is, "client_credentials", "client_secret", scope, aud, NULL, 0, NULL));
 	agentidp_restore_user(&oc);
 	SPI_finish();
-	PG_RETURN_JSONB_P(result);
+	return result;
+}
+
+Datum
+agentidp_issue_token(PG_FUNCTION_ARGS)
+{
+	return run_grant(fcinfo, issue_token_body, "client_credentials", 0);
 }
 
 /* ---- refresh ---- */
@@ -749,8 +867,8 @@ find_refresh(text *token, pg_uuid_t *tenant, pg_uuid_t *agent, pg_uuid_t *family
  * family's revocation and the audit row of the refusal commit; client
  * authentication failures raise 28000 as everywhere.
  */
-Datum
-agentidp_refresh_token(PG_FUNCTION_ARGS)
+static Jsonb *
+refresh_token_body(FunctionCallInfo fcinfo)
 {
 	AgentidpOwnerContext oc;
 	pg_uuid_t	agent_id;
@@ -780,7 +898,10 @@ agentidp_refresh_token(PG_FUNCTION_ARGS)
 	if (!agentidp_client_secret_matches(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
 										PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
 										&agent_id, &secret_id))
+	{
+		request_identify(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1));
 		agentidp_client_authentication_failed();
+	}
 
 	presented = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 	found = lock_refresh(presented);
@@ -883,7 +1004,13 @@ done:
 	result = copy_out(result);
 	agentidp_restore_user(&oc);
 	SPI_finish();
-	PG_RETURN_JSONB_P(result);
+	return result;
+}
+
+Datum
+agentidp_refresh_token(PG_FUNCTION_ARGS)
+{
+	return run_grant(fcinfo, refresh_token_body, "refresh_token", 1);
 }
 
 /* ---- verification ---- */
@@ -1969,8 +2096,8 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
  *
  * The client-credentials grant with private_key_jwt client authentication.
  */
-Datum
-agentidp_issue_token_jwt(PG_FUNCTION_ARGS)
+static Jsonb *
+issue_token_jwt_body(FunctionCallInfo fcinfo)
 {
 	AgentidpOwnerContext oc;
 	pg_uuid_t	agent_id;
@@ -1985,13 +2112,20 @@ agentidp_issue_token_jwt(PG_FUNCTION_ARGS)
 	authenticate_assertion(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &agent_id, &key_id);
 	if (!load_issuance(&agent_id, &is))
 		assertion_refused("agent or tenant not active");
+	request_client(&is.tenant_id, &agent_id, is.client_id);
 	is.cred = psprintf("k:%s", uuid_text(&key_id));
 	scope = grant_scope(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1), is.scopes, is.nscopes);
 	aud = grant_audience(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), &is);
 	result = copy_out(issue(&is, "client_credentials", "private_key_jwt", scope, aud, NULL, 0, NULL));
 	agentidp_restore_user(&oc);
 	SPI_finish();
-	PG_RETURN_JSONB_P(result);
+	return result;
+}
+
+Datum
+agentidp_issue_token_jwt(PG_FUNCTION_ARGS)
+{
+	return run_grant(fcinfo, issue_token_jwt_body, "client_credentials", -1);
 }
 
 /*
@@ -2048,8 +2182,8 @@ in_scope_list(const char *list, const char *s, size_t len)
  * be granted, what the policy allows, and what was asked.  The new token
  * never outlives the subject token and gets no refresh token.
  */
-Datum
-agentidp_exchange_token(PG_FUNCTION_ARGS)
+static Jsonb *
+exchange_token_body(FunctionCallInfo fcinfo)
 {
 	AgentidpOwnerContext oc;
 	Jsonb	   *subject;
@@ -2099,6 +2233,10 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 	memcpy(&actor_agent, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
 														   CStringGetDatum(string_claim(actor, "sub")))),
 		   sizeof(pg_uuid_t));
+	/* the actor is the client making this request */
+	request_client(DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+													 CStringGetDatum(string_claim(actor, "tenant_id")))),
+				   &actor_agent, string_claim(actor, "client_id"));
 	if (memcmp(&subject_agent, &actor_agent, sizeof(pg_uuid_t)) == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -2188,7 +2326,13 @@ agentidp_exchange_token(PG_FUNCTION_ARGS)
 							"actor_token", scope, aud, NULL, 0, &dg));
 	agentidp_restore_user(&oc);
 	SPI_finish();
-	PG_RETURN_JSONB_P(result);
+	return result;
+}
+
+Datum
+agentidp_exchange_token(PG_FUNCTION_ARGS)
+{
+	return run_grant(fcinfo, exchange_token_body, "urn:ietf:params:oauth:grant-type:token-exchange", -1);
 }
 
 /* ---- refusals ---- */
