@@ -24,6 +24,7 @@
 
 #include "access/xact.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -135,6 +136,16 @@ agentidp_refusals_init(void)
 	RegisterXactCallback(refusals_xact_callback, NULL);
 }
 
+/* src cut to fit size bytes with its NUL, never inside a character */
+static void
+clip(char *dst, const char *src, size_t size)
+{
+	int			len = pg_mbcliplen(src, strlen(src), size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
 void
 agentidp_note_refusal(const pg_uuid_t *tenant, const pg_uuid_t *agent,
 					  const char *grant, const char *client_id,
@@ -150,10 +161,10 @@ agentidp_note_refusal(const pg_uuid_t *tenant, const pg_uuid_t *agent,
 	memcpy(&r->tenant, tenant, sizeof(pg_uuid_t));
 	memcpy(&r->agent, agent, sizeof(pg_uuid_t));
 	r->at = GetCurrentTimestamp();
-	strlcpy(r->grant, grant, sizeof(r->grant));
-	strlcpy(r->client_id, client_id, sizeof(r->client_id));
-	strlcpy(r->error, error, sizeof(r->error));
-	strlcpy(r->reason, reason, sizeof(r->reason));
+	clip(r->grant, grant, sizeof(r->grant));
+	clip(r->client_id, client_id, sizeof(r->client_id));
+	clip(r->error, error, sizeof(r->error));
+	clip(r->reason, reason, sizeof(r->reason));
 }
 
 /*

@@ -929,6 +929,7 @@ refresh_token_body(FunctionCallInfo fcinfo)
 	revoked = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	bound_jkt = SPI_getvalue(tup, desc, 11);
 	family_cred = SPI_getvalue(tup, desc, 12);
+	request_client(&tenant, &agent_id, NULL);
 
 	if (memcmp(&owner_agent, &agent_id, sizeof(pg_uuid_t)) != 0)
 	{
