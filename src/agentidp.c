@@ -38,6 +38,8 @@ int			agentidp_max_token_lifetime = 900;
 char	   *agentidp_trace_id = NULL;
 int			agentidp_clock_skew = 60;
 int			agentidp_verified_token_cache = 4096;
+char	   *agentidp_identity = NULL;
+bool		agentidp_trust_postgrest_claims = false;
 
 /*
  * The issuer base is the public URL prefix of the HTTP front; a tenant's
@@ -204,6 +206,29 @@ _PG_init(void)
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
+
+	/*
+	 * The transaction's identity, which authenticate() sets (as SET LOCAL)
+	 * after verifying a token.  Superusers alone may set it by hand: it
+	 * is who the helpers say the caller is.
+	 */
+	DefineCustomStringVariable("agentidp.identity",
+							   "The verified token claims that are the identity of this transaction.",
+							   "Set by agentidp.authenticate(); ends with the transaction.",
+							   &agentidp_identity,
+							   "",
+							   PGC_SUSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("agentidp.trust_postgrest_claims",
+							 "Whether request.jwt.claims, which PostgREST sets after verifying a token, is an identity.",
+							 "Any role can set request.jwt.claims: turn this on only where PostgREST alone connects.",
+							 &agentidp_trust_postgrest_claims,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("agentidp.trace_id",
 							   "Trace id recorded in the audit rows of what the session changes.",

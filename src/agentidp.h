@@ -22,6 +22,8 @@ extern int	agentidp_max_token_lifetime;
 extern char *agentidp_trace_id;
 extern int	agentidp_clock_skew;
 extern int	agentidp_verified_token_cache;
+extern char *agentidp_identity;
+extern bool agentidp_trust_postgrest_claims;
 
 /* audit.c: transaction callbacks that chain a transaction's events */
 extern void agentidp_audit_init(void);

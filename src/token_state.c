@@ -154,8 +154,14 @@ agentidp_token_state(const pg_uuid_t *tenant, const pg_uuid_t *agent,
 	st->revoked = probe("revoked_tokens", tenant, CStringGetTextDatum(jti), F_TEXTEQ, &rel, &slot);
 	done(rel, slot);
 
-	st->key_exists = probe("signing_keys", tenant, CStringGetTextDatum(kid), F_TEXTEQ, &rel, &slot);
-	done(rel, slot);
+	/* no kid: the caller verified the signature elsewhere (PostgREST) */
+	st->key_exists = true;
+	if (kid != NULL)
+	{
+		st->key_exists = probe("signing_keys", tenant, CStringGetTextDatum(kid), F_TEXTEQ,
+							   &rel, &slot);
+		done(rel, slot);
+	}
 
 	/* cred is "s:<secret_id>" or "k:<key_id>", checked by the caller */
 	st->cred_active = true;

@@ -44,6 +44,7 @@
 #include "keys.h"
 #include "refusals.h"
 #include "token_state.h"
+#include "tokens.h"
 
 PG_FUNCTION_INFO_V1(agentidp_issue_token);
 PG_FUNCTION_INFO_V1(agentidp_refresh_token);
@@ -1414,20 +1415,26 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
  * default audience (its "audience" setting, else its issuer) must be in
  * "aud".
  */
-Datum
-agentidp_verify_token(PG_FUNCTION_ARGS)
+Jsonb *
+agentidp_token_claims(text *token, text *audience)
 {
 	AgentidpOwnerContext oc;
 	Jsonb	   *claims;
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	claims = copy_out(verify_access_token(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
-										  PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-										  VERIFY_AUDIENCE | VERIFY_LIVE, unix_now()));
+	claims = copy_out(verify_access_token(token, audience, VERIFY_AUDIENCE | VERIFY_LIVE,
+										  unix_now()));
 	agentidp_restore_user(&oc);
 	SPI_finish();
-	PG_RETURN_JSONB_P(claims);
+	return claims;
+}
+
+Datum
+agentidp_verify_token(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(agentidp_token_claims(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+											PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1)));
 }
 
 /*
@@ -1867,11 +1874,10 @@ check_dpop(text *proof, text *htm, text *htu, text *access_token,
  * The claims of a DPoP-bound access token presented with a valid proof of
  * its key for this request (RFC 9449 section 7.1); otherwise 28000.
  */
-Datum
-agentidp_verify_dpop(PG_FUNCTION_ARGS)
+Jsonb *
+agentidp_dpop_token_claims(text *token, text *proof, text *htm, text *htu, text *audience)
 {
 	AgentidpOwnerContext oc;
-	text	   *token = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 	Jsonb	   *claims;
 	JsonbValue *cnf;
 	char	   *bound = NULL;
@@ -1879,7 +1885,7 @@ agentidp_verify_dpop(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	claims = verify_access_token(token, OPT_TEXT_ARG(4),
+	claims = verify_access_token(token, audience,
 								 VERIFY_AUDIENCE | VERIFY_BOUND_OK | VERIFY_LIVE, unix_now());
 	cnf = claim(claims, "cnf");
 	if (cnf != NULL && cnf->type == jbvBinary)
@@ -1899,13 +1905,21 @@ agentidp_verify_dpop(PG_FUNCTION_ARGS)
 	memcpy(&tenant, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
 													  CStringGetDatum(string_claim(claims, "tenant_id")))),
 		   sizeof(pg_uuid_t));
-	(void) check_dpop(PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
-					  PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
-					  PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), token, bound, &tenant);
+	(void) check_dpop(proof, htm, htu, token, bound, &tenant);
 	claims = copy_out(claims);
 	agentidp_restore_user(&oc);
 	SPI_finish();
-	PG_RETURN_JSONB_P(claims);
+	return claims;
+}
+
+Datum
+agentidp_verify_dpop(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(agentidp_dpop_token_claims(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+												 PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+												 PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
+												 PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3),
+												 OPT_TEXT_ARG(4)));
 }
 
 /* ---- private_key_jwt ---- */

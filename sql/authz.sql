@@ -1,0 +1,191 @@
+--
+-- Tokens as database identity (src/authz.c): authenticate(), the helpers,
+-- tenant isolation of a user's table, the PostgREST contract, and the
+-- attack matrix, run as a login role that owns nothing.
+--
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_app;
+RESET client_min_messages;
+CREATE ROLE regress_app LOGIN IN ROLE agentidp_agent;
+
+-- two tenants, an agent each, with scopes
+SELECT agentidp.create_tenant('authz-a') AS ta \gset
+SELECT agentidp.create_tenant('authz-b') AS tb \gset
+SELECT agentidp.rotate_signing_key(:'ta') IS NOT NULL AND agentidp.rotate_signing_key(:'tb') IS NOT NULL AS keyed;
+SELECT agentidp.register_agent(:'ta', 'reader-a', '{docs:read,docs:write}') AS agent_a \gset
+SELECT agentidp.register_agent(:'tb', 'reader-b', '{docs:read,docs:write}') AS agent_b \gset
+SELECT agentidp.register_agent(:'ta', 'readonly-a', '{docs:read}') AS agent_ro \gset
+SELECT client_id AS ca, client_secret AS sa FROM agentidp.create_client_secret(:'agent_a') \gset
+SELECT client_id AS cb, client_secret AS sb FROM agentidp.create_client_secret(:'agent_b') \gset
+SELECT client_id AS cro, client_secret AS sro FROM agentidp.create_client_secret(:'agent_ro') \gset
+SELECT agentidp.issue_token(:'ca', :'sa') ->> 'access_token' AS tok_a \gset
+SELECT agentidp.issue_token(:'cb', :'sb') ->> 'access_token' AS tok_b \gset
+SELECT agentidp.issue_token(:'cro', :'sro') ->> 'access_token' AS tok_ro \gset
+
+-- a user's table, owned by the superuser, isolated by tenant
+CREATE TABLE public.docs (tenant_id uuid NOT NULL, id int, body text, PRIMARY KEY (tenant_id, id));
+INSERT INTO public.docs VALUES (:'ta', 1, 'a1'), (:'ta', 2, 'a2'), (:'tb', 1, 'b1');
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.docs TO regress_app;
+SELECT agentidp.enable_tenant_isolation('public.docs', 'tenant_id', 'docs:read', 'docs:write');
+SELECT polname, polcmd FROM pg_policy WHERE polrelid = 'public.docs'::regclass ORDER BY 1;
+SELECT agentidp.enable_tenant_isolation('public.docs');
+SELECT agentidp.enable_tenant_isolation('public.docs', 'body');
+SELECT agentidp.enable_tenant_isolation('public.docs', 'nope');
+
+SET ROLE regress_app;
+-- no identity: nothing
+SELECT count(*) AS without_identity FROM public.docs;
+SELECT agentidp.current_tenant(), agentidp.current_agent(), agentidp.current_claims();
+
+-- tenant a's agent sees and changes tenant a's rows only
+BEGIN;
+SELECT agentidp.authenticate(:'tok_a') ->> 'sub' = :'agent_a' AS authenticated;
+SELECT agentidp.current_tenant() = :'ta' AS tenant, agentidp.current_agent() = :'agent_a' AS agent,
+	   agentidp.acting_for() AS acting_for, agentidp.has_scope('docs:read') AS reads,
+	   agentidp.has_scope('admin') AS admin, agentidp.has_role('none') AS role;
+SELECT id, body FROM public.docs ORDER BY id;
+INSERT INTO public.docs (id, body) VALUES (3, 'a3');
+SELECT tenant_id = :'ta' AS defaulted FROM public.docs WHERE id = 3;
+UPDATE public.docs SET body = 'taken' WHERE tenant_id = :'tb';
+DELETE FROM public.docs WHERE tenant_id = :'tb';
+COMMIT;
+-- naming another tenant on insert is refused
+BEGIN;
+SELECT agentidp.authenticate(:'tok_a') IS NOT NULL AS authenticated;
+INSERT INTO public.docs VALUES (:'tb', 9, 'forged');
+ROLLBACK;
+BEGIN;
+SELECT agentidp.authenticate(:'tok_a') IS NOT NULL AS authenticated;
+UPDATE public.docs SET tenant_id = :'tb' WHERE id = 1;
+ROLLBACK;
+
+-- tenant b's agent sees only b's row
+BEGIN;
+SELECT agentidp.authenticate(:'tok_b') IS NOT NULL AS authenticated;
+SELECT id, body FROM public.docs ORDER BY id;
+COMMIT;
+
+-- a token without the write scope reads but does not write
+BEGIN;
+SELECT agentidp.authenticate(:'tok_ro') IS NOT NULL AS authenticated;
+SELECT count(*) AS readable FROM public.docs;
+INSERT INTO public.docs (id, body) VALUES (4, 'no');
+ROLLBACK;
+BEGIN;
+SELECT agentidp.authenticate(:'tok_ro') IS NOT NULL AS authenticated;
+UPDATE public.docs SET body = 'no';
+DELETE FROM public.docs;
+COMMIT;
+
+RESET ROLE;
+-- a delegated token: the actor acts, for the subject
+SELECT agentidp.register_agent(:'ta', 'helper-a', '{docs:read}') AS helper \gset
+SELECT client_id AS ch, client_secret AS sh FROM agentidp.create_client_secret(:'helper') \gset
+SELECT agentidp.allow_delegation(:'agent_a', :'helper');
+SELECT agentidp.exchange_token(:'tok_a', agentidp.issue_token(:'ch', :'sh') ->> 'access_token')
+	->> 'access_token' AS tok_x \gset
+SET ROLE regress_app;
+BEGIN;
+SELECT agentidp.authenticate(:'tok_x') IS NOT NULL AS authenticated;
+SELECT agentidp.current_agent() = :'helper' AS actor_acts, agentidp.acting_for() = :'agent_a' AS for_subject,
+	   agentidp.has_scope('docs:read') AS reads, agentidp.has_scope('docs:write') AS writes;
+SELECT count(*) AS readable FROM public.docs;
+COMMIT;
+
+-- the identity does not outlive its transaction or savepoint
+BEGIN;
+SELECT agentidp.authenticate(:'tok_a') IS NOT NULL AS authenticated;
+COMMIT;
+SELECT agentidp.current_tenant() AS after_commit, count(*) AS rows FROM public.docs;
+BEGIN;
+SAVEPOINT s;
+SELECT agentidp.authenticate(:'tok_a') IS NOT NULL AS authenticated;
+ROLLBACK TO s;
+SELECT agentidp.current_tenant() AS after_rollback_to_savepoint;
+COMMIT;
+-- a failed verification leaves no identity
+BEGIN;
+\set VERBOSITY terse
+SELECT agentidp.authenticate('garbage');
+\set VERBOSITY default
+ROLLBACK;
+SELECT agentidp.current_tenant() AS after_failure;
+
+-- setting the identity or the trust by hand is refused
+SELECT set_config('agentidp.identity', jsonb_build_object('tenant_id', :'tb')::text, true);
+SET agentidp.trust_postgrest_claims = on;
+-- forged PostgREST claims without the trust setting grant nothing
+BEGIN;
+SELECT set_config('request.jwt.claims', jsonb_build_object('tenant_id', :'tb', 'sub', :'agent_b',
+	'scope', 'docs:read docs:write')::text, true) IS NOT NULL AS forged;
+SELECT agentidp.current_tenant() AS forged_tenant, count(*) AS rows FROM public.docs;
+COMMIT;
+RESET ROLE;
+
+-- a token whose agent was suspended after issue authenticates no more
+SELECT agentidp.suspend_agent(:'agent_b');
+SET ROLE regress_app;
+BEGIN;
+\set VERBOSITY terse
+SELECT agentidp.authenticate(:'tok_b');
+\set VERBOSITY default
+ROLLBACK;
+RESET ROLE;
+SELECT agentidp.reactivate_agent(:'agent_b');
+
+--
+-- PostgREST's contract, per transaction: SET LOCAL role, the claims it
+-- verified in request.jwt.claims, the pre-request function, the query.
+-- The deployment trusts the claims (a superuser setting).
+--
+SET agentidp.trust_postgrest_claims = on;
+SELECT agentidp.verify_token(:'tok_a')::text AS claims_a \gset
+SELECT agentidp.verify_token(:'tok_b')::text AS claims_b \gset
+BEGIN;
+SET LOCAL ROLE regress_app;
+SELECT set_config('request.jwt.claims', :'claims_a', true) IS NOT NULL AS claims_set;
+SELECT agentidp.postgrest_pre_request();
+SELECT agentidp.current_tenant() = :'ta' AS tenant_from_claims;
+SELECT id, body FROM public.docs ORDER BY id;
+COMMIT;
+-- the revoked token passes PostgREST's signature check; the pre-request stops it
+SELECT agentidp.revoke_token(:'tok_b');
+BEGIN;
+SET LOCAL ROLE regress_app;
+SELECT set_config('request.jwt.claims', :'claims_b', true) IS NOT NULL AS claims_set;
+\set VERBOSITY terse
+SELECT agentidp.postgrest_pre_request();
+\set VERBOSITY default
+ROLLBACK;
+-- anonymous requests: no claims, nothing to check, nothing visible
+BEGIN;
+SET LOCAL ROLE regress_app;
+SELECT agentidp.postgrest_pre_request();
+SELECT count(*) AS anonymous_rows FROM public.docs;
+COMMIT;
+-- claims that are not an agentidp token's
+BEGIN;
+SET LOCAL ROLE regress_app;
+SELECT set_config('request.jwt.claims', '{"sub": "someone", "role": "web_anon"}', true) IS NOT NULL AS claims_set;
+\set VERBOSITY terse
+SELECT agentidp.postgrest_pre_request();
+\set VERBOSITY default
+ROLLBACK;
+RESET agentidp.trust_postgrest_claims;
+
+-- definer functions pin search_path (a hijack finds nothing to resolve)
+SELECT count(*) AS unpinned_definers FROM pg_proc p
+WHERE p.pronamespace = 'agentidp'::regnamespace AND p.prosecdef
+  AND NOT coalesce(p.proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false);
+
+-- undone exactly
+SELECT agentidp.disable_tenant_isolation('public.docs');
+SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'public.docs'::regclass;
+SELECT count(*) AS policies FROM pg_policy WHERE polrelid = 'public.docs'::regclass;
+SELECT pg_get_expr(adbin, adrelid) AS tenant_default FROM pg_attrdef
+WHERE adrelid = 'public.docs'::regclass;
+SELECT agentidp.disable_tenant_isolation('public.docs');
+DROP TABLE public.docs;
+DROP OWNED BY regress_app;
+DROP ROLE regress_app;

@@ -1,0 +1,346 @@
+/*-------------------------------------------------------------------------
+ *
+ * authz.c
+ *	  A verified token's claims as the identity of a transaction, and the
+ *	  helpers row-level security policies call: current_tenant(),
+ *	  current_agent(), current_claims(), has_scope(), has_role(),
+ *	  acting_for().
+ *
+ *	  authenticate() keeps the claims in the setting agentidp.identity,
+ *	  set as SET LOCAL would: it ends with the transaction (or the
+ *	  savepoint it was set in), so a pooled connection cannot carry it to
+ *	  the next transaction, and parallel workers see it like any setting.
+ *	  Only superusers may set it by hand; authenticate() sets it from C
+ *	  after verification.  Where PostgREST verified the token and set
+ *	  request.jwt.claims, the helpers read that instead, but only when a
+ *	  superuser turned agentidp.trust_postgrest_claims on: any role can
+ *	  set request.jwt.claims itself.
+ *
+ * IDENTIFICATION
+ *	  src/authz.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+#include "executor/spi.h"
+
+#include "agentidp.h"
+#include "token_state.h"
+#include "tokens.h"
+
+PG_FUNCTION_INFO_V1(agentidp_authenticate);
+PG_FUNCTION_INFO_V1(agentidp_current_claims);
+PG_FUNCTION_INFO_V1(agentidp_current_tenant);
+PG_FUNCTION_INFO_V1(agentidp_current_agent);
+PG_FUNCTION_INFO_V1(agentidp_acting_for);
+PG_FUNCTION_INFO_V1(agentidp_has_scope);
+PG_FUNCTION_INFO_V1(agentidp_has_role);
+PG_FUNCTION_INFO_V1(agentidp_postgrest_pre_request);
+
+/* the claims as the identity of this transaction */
+static void
+set_identity(Jsonb *claims)
+{
+	char	   *text = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
+
+	(void) set_config_option("agentidp.identity", text, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * The claims of the current identity: authenticate()'s, else, when trusted,
+ * PostgREST's; NULL when there is none.
+ */
+static Jsonb *
+identity(void)
+{
+	const char *text = agentidp_identity;
+
+	if (text == NULL || text[0] == '\0')
+	{
+		if (!agentidp_trust_postgrest_claims)
+			return NULL;
+		text = GetConfigOption("request.jwt.claims", true, false);
+		if (text == NULL || text[0] == '\0')
+			return NULL;
+	}
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+static JsonbValue *
+member(Jsonb *jb, const char *name)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) name;
+	k.val.string.len = strlen(name);
+	return findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
+}
+
+static char *
+string_member(Jsonb *jb, const char *name)
+{
+	JsonbValue *v = jb ? member(jb, name) : NULL;
+
+	return (v != NULL && v->type == jbvString) ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
+}
+
+/* 8-4-4-4-12 lower-case hex: what uuid_in parses without complaint */
+static bool
+canonical_uuid(const char *s)
+{
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++)
+	{
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				return false;
+		}
+		else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+/* a uuid claim, or NULL when absent or not a uuid */
+static pg_uuid_t *
+uuid_member(Jsonb *jb, const char *name)
+{
+	char	   *s = string_member(jb, name);
+
+	if (s == NULL || !canonical_uuid(s))
+		return NULL;
+	return DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(s)));
+}
+
+/* the acting agent's claims object: the token itself, or its "act" */
+static char *
+act_sub(Jsonb *claims)
+{
+	JsonbValue *act = member(claims, "act");
+	JsonbValue	k;
+	JsonbValue *sub;
+
+	if (act == NULL || act->type != jbvBinary)
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = "sub";
+	k.val.string.len = 3;
+	sub = findJsonbValueFromContainer(act->val.binary.data, JB_FOBJECT, &k);
+	return (sub != NULL && sub->type == jbvString) ?
+		pnstrdup(sub->val.string.val, sub->val.string.len) : NULL;
+}
+
+/*
+ * agentidp.authenticate(token text) RETURNS jsonb
+ * agentidp.authenticate(token text, dpop_proof text, htm text, htu text)
+ *
+ * Verifies an access token (verify_token, or verify_dpop with a proof) and
+ * makes its claims the identity of the current transaction.  A failed
+ * verification raises and leaves no identity.
+ */
+Datum
+agentidp_authenticate(PG_FUNCTION_ARGS)
+{
+	text	   *token = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	Jsonb	   *claims;
+
+	if (!IsTransactionBlock())
+		ereport(NOTICE,
+				errmsg("agentidp.authenticate() outside a transaction block: the identity ends with this statement"),
+				errhint("Call it after BEGIN, in the transaction that uses the identity."));
+	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
+		claims = agentidp_dpop_token_claims(token, PG_GETARG_TEXT_PP(1),
+											PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
+											PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3),
+											NULL);
+	else
+		claims = agentidp_token_claims(token, NULL);
+	set_identity(claims);
+	PG_RETURN_JSONB_P(claims);
+}
+
+Datum
+agentidp_current_claims(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *claims = identity();
+
+	if (claims == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(claims);
+}
+
+Datum
+agentidp_current_tenant(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *t = uuid_member(identity(), "tenant_id");
+
+	if (t == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(t);
+}
+
+/* the agent acting: the actor of a delegated token, else its subject */
+Datum
+agentidp_current_agent(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *claims = identity();
+	char	   *actor = claims ? act_sub(claims) : NULL;
+	pg_uuid_t  *a;
+
+	if (actor != NULL && canonical_uuid(actor))
+		PG_RETURN_DATUM(DirectFunctionCall1(uuid_in, CStringGetDatum(actor)));
+	a = uuid_member(claims, "sub");
+	if (a == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(a);
+}
+
+/* the subject a delegated token acts for; NULL for a token of one's own */
+Datum
+agentidp_acting_for(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *claims = identity();
+	pg_uuid_t  *s;
+
+	if (claims == NULL || act_sub(claims) == NULL)
+		PG_RETURN_NULL();
+	s = uuid_member(claims, "sub");
+	if (s == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_UUID_P(s);
+}
+
+/* is word one of the space-separated words of list? */
+static bool
+in_list(const char *list, const char *word, size_t len)
+{
+	for (const char *p = list; p != NULL && *p;)
+	{
+		const char *e = strchr(p, ' ');
+		size_t		plen = e ? (size_t) (e - p) : strlen(p);
+
+		if (plen == len && memcmp(p, word, len) == 0)
+			return true;
+		p = e ? e + 1 : NULL;
+	}
+	return false;
+}
+
+Datum
+agentidp_has_scope(PG_FUNCTION_ARGS)
+{
+	text	   *scope;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	scope = PG_GETARG_TEXT_PP(0);
+	PG_RETURN_BOOL(in_list(string_member(identity(), "scope"), VARDATA_ANY(scope),
+						   VARSIZE_ANY_EXHDR(scope)));
+}
+
+Datum
+agentidp_has_role(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *claims;
+	JsonbValue *roles;
+	text	   *role;
+	size_t		len;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	role = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(role);
+	claims = identity();
+	roles = claims ? member(claims, "roles") : NULL;
+	if (roles == NULL || roles->type != jbvBinary || !JsonContainerIsArray(roles->val.binary.data))
+		PG_RETURN_BOOL(false);
+	for (int i = 0; i < JsonContainerSize(roles->val.binary.data); i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(roles->val.binary.data, i);
+
+		if (e->type == jbvString && e->val.string.len == len &&
+			memcmp(e->val.string.val, VARDATA_ANY(role), len) == 0)
+			PG_RETURN_BOOL(true);
+	}
+	PG_RETURN_BOOL(false);
+}
+
+/*
+ * agentidp.postgrest_pre_request() RETURNS void
+ *
+ * For PostgREST's db-pre-request: PostgREST verified the token's
+ * signature and set request.jwt.claims; this re-reads what can change
+ * after issuance (revocation, agent, tenant, credential), which PostgREST
+ * cannot, and refuses with 28000.  Without claims (an anonymous request)
+ * it does nothing.
+ */
+Datum
+agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
+{
+	const char *text = GetConfigOption("request.jwt.claims", true, false);
+	Jsonb	   *claims;
+	pg_uuid_t  *tenant;
+	pg_uuid_t  *agent;
+	char	   *jti;
+	char	   *actor;
+	TokenState	st;
+	AgentidpOwnerContext oc;
+
+	if (text == NULL || text[0] == '\0')
+		PG_RETURN_VOID();
+	claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	tenant = uuid_member(claims, "tenant_id");
+	agent = uuid_member(claims, "sub");
+	jti = string_member(claims, "jti");
+	if (tenant == NULL || agent == NULL || jti == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				errmsg("invalid token: not an agentidp access token"));
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	agentidp_token_state(tenant, agent, jti, NULL, string_member(claims, "cred"), &st);
+	actor = act_sub(claims);
+	if (st.tenant_found && actor != NULL && canonical_uuid(actor))
+	{
+		TokenState	ast;
+
+		/* the actor of a delegated token must be active too */
+		agentidp_token_state(tenant, DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(actor))),
+							 jti, NULL, NULL, &ast);
+		if (!ast.agent_found || strcmp(ast.agent_status, "active") != 0)
+			st.agent_found = false;
+	}
+	agentidp_restore_user(&oc);
+	SPI_finish();
+
+	if (!st.tenant_found || strcmp(st.tenant_status, "active") != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				errmsg("invalid token: the tenant is not active"));
+	if (st.revoked)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				errmsg("invalid token: revoked"));
+	if (!st.agent_found || strcmp(st.agent_status, "active") != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				errmsg("invalid token: the agent is not active"));
+	if (!st.cred_active)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				errmsg("invalid token: the credential it was obtained with is revoked"));
+	PG_RETURN_VOID();
+}
