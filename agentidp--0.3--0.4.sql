@@ -170,6 +170,58 @@ $$;
 COMMENT ON FUNCTION agentidp.disable_tenant_isolation(regclass) IS
 'undoes agentidp.enable_tenant_isolation: its policies, the column default and the RLS flags as they were';
 
+/*
+ * Access preview: what a token's identity could read, before the agent
+ * acts.  The query runs with that identity, as a role the agent's
+ * connections use, read-only, under a timeout, in a subtransaction that
+ * is always rolled back.
+ */
+CREATE FUNCTION agentidp._is_plain_select(query text) RETURNS boolean
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'agentidp_is_plain_select';
+COMMENT ON FUNCTION agentidp._is_plain_select(text) IS
+'true for one SELECT statement without INTO, FOR UPDATE/SHARE or data-modifying WITH';
+
+CREATE FUNCTION agentidp._arm_statement_timeout(ms integer) RETURNS void
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'agentidp_arm_statement_timeout';
+COMMENT ON FUNCTION agentidp._arm_statement_timeout(integer) IS
+'cancels the running statement after ms milliseconds';
+
+CREATE FUNCTION agentidp.preview_access(token text, query text, as_role regrole DEFAULT NULL,
+										max_rows integer DEFAULT 100, timeout_ms integer DEFAULT 5000)
+RETURNS TABLE(row_number bigint, row_data jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM agentidp._require(token IS NOT NULL AND query IS NOT NULL, '22004',
+		'token and query must not be null');
+	PERFORM agentidp._require(max_rows BETWEEN 1 AND 10000, '22023', 'max_rows must be 1 to 10000');
+	PERFORM agentidp._require(timeout_ms BETWEEN 1 AND 600000, '22023', 'timeout_ms must be 1 to 600000');
+	PERFORM agentidp._require(agentidp._is_plain_select(query), '0A000',
+		'preview_access runs one plain SELECT', NULL,
+		'No INSERT, UPDATE, DELETE, SELECT INTO, FOR UPDATE or data-modifying WITH.');
+	PERFORM agentidp._arm_statement_timeout(timeout_ms);
+	BEGIN
+		PERFORM set_config('transaction_read_only', 'on', true);
+		PERFORM agentidp.authenticate(token);
+		IF as_role IS NOT NULL THEN
+			EXECUTE format('SET LOCAL ROLE %I', as_role::text);
+		END IF;
+		RETURN QUERY EXECUTE format(
+			'SELECT pg_catalog.row_number() OVER (), pg_catalog.to_jsonb(q) FROM (%s' || E'\n' || ') AS q LIMIT %s',
+			query, max_rows);
+		-- always rolled back: the rows returned so far are the result
+		RAISE EXCEPTION 'preview done' USING ERRCODE = 'AIDP0';
+	EXCEPTION WHEN SQLSTATE 'AIDP0' THEN
+		NULL;
+	END;
+END
+$$;
+COMMENT ON FUNCTION agentidp.preview_access(text, text, regrole, integer, integer) IS
+'the rows a token''s identity could read with a SELECT, run read-only as as_role, under a timeout, always rolled back';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
 GRANT USAGE ON SCHEMA agentidp TO agentidp_agent;
 GRANT EXECUTE ON FUNCTION
@@ -185,5 +237,8 @@ GRANT EXECUTE ON FUNCTION
 	TO agentidp_agent, agentidp_admin, agentidp_service;
 GRANT EXECUTE ON FUNCTION
 	agentidp.enable_tenant_isolation(regclass, name, text, text),
-	agentidp.disable_tenant_isolation(regclass)
+	agentidp.disable_tenant_isolation(regclass),
+	agentidp.preview_access(text, text, regrole, integer, integer),
+	agentidp._is_plain_select(text),
+	agentidp._arm_statement_timeout(integer)
 	TO agentidp_admin;

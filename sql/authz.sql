@@ -25,6 +25,8 @@ SELECT agentidp.issue_token(:'cro', :'sro') ->> 'access_token' AS tok_ro \gset
 
 -- a user's table, owned by the superuser, isolated by tenant
 CREATE TABLE public.docs (tenant_id uuid NOT NULL, id int, body text, PRIMARY KEY (tenant_id, id));
+CREATE SEQUENCE public.docs_seq;
+GRANT USAGE ON SEQUENCE public.docs_seq TO regress_app;
 INSERT INTO public.docs VALUES (:'ta', 1, 'a1'), (:'ta', 2, 'a2'), (:'tb', 1, 'b1');
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.docs TO regress_app;
 SELECT agentidp.enable_tenant_isolation('public.docs', 'tenant_id', 'docs:read', 'docs:write');
@@ -179,6 +181,28 @@ SELECT count(*) AS unpinned_definers FROM pg_proc p
 WHERE p.pronamespace = 'agentidp'::regnamespace AND p.prosecdef
   AND NOT coalesce(p.proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false);
 
+-- access preview: what a token could read, as the agents' role, rolled back
+GRANT regress_app TO regress_admin_a;
+SET ROLE regress_admin_a;
+SELECT row_number, row_data - 'tenant_id' AS row_data
+FROM agentidp.preview_access(:'tok_a', 'SELECT id, body, tenant_id FROM public.docs ORDER BY id', 'regress_app');
+SELECT count(*) AS rows_b FROM agentidp.preview_access(:'tok_ro', 'SELECT * FROM public.docs', 'regress_app', 2);
+SELECT agentidp.current_tenant() AS identity_after_preview;
+SELECT * FROM agentidp.preview_access(:'tok_a', 'DELETE FROM public.docs', 'regress_app');
+SELECT * FROM agentidp.preview_access(:'tok_a', 'WITH d AS (DELETE FROM public.docs RETURNING *) SELECT * FROM d', 'regress_app');
+SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT * FROM public.docs FOR UPDATE', 'regress_app');
+SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT 1; SELECT 2', 'regress_app');
+SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT pg_sleep(5)', 'regress_app', 1, 100);
+-- functions that write are stopped by read-only
+SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT nextval(''public.docs_seq'')', 'regress_app');
+RESET ROLE;
+SET ROLE regress_outsider;
+\set VERBOSITY terse
+SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT 1');
+\set VERBOSITY default
+RESET ROLE;
+REVOKE regress_app FROM regress_admin_a;
+
 -- undone exactly
 SELECT agentidp.disable_tenant_isolation('public.docs');
 SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'public.docs'::regclass;
@@ -187,5 +211,6 @@ SELECT pg_get_expr(adbin, adrelid) AS tenant_default FROM pg_attrdef
 WHERE adrelid = 'public.docs'::regclass;
 SELECT agentidp.disable_tenant_isolation('public.docs');
 DROP TABLE public.docs;
+DROP SEQUENCE public.docs_seq;
 DROP OWNED BY regress_app;
 DROP ROLE regress_app;

@@ -30,7 +30,10 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
+#include "utils/timeout.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
 
 #include "agentidp.h"
 #include "token_state.h"
@@ -342,5 +345,63 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				errmsg("invalid token: the credential it was obtained with is revoked"));
+	PG_RETURN_VOID();
+}
+
+/*
+ * agentidp._is_plain_select(query text) RETURNS boolean
+ *
+ * For preview_access: one SELECT statement that changes nothing: no
+ * SELECT INTO, no FOR UPDATE/SHARE, no data-modifying WITH.  (Functions it
+ * calls can still write; the preview runs read-only and is rolled back.)
+ */
+PG_FUNCTION_INFO_V1(agentidp_is_plain_select);
+Datum
+agentidp_is_plain_select(PG_FUNCTION_ARGS)
+{
+	List	   *stmts = raw_parser(text_to_cstring(PG_GETARG_TEXT_PP(0)), RAW_PARSE_DEFAULT);
+	RawStmt    *raw;
+	SelectStmt *select;
+
+	if (list_length(stmts) != 1)
+		PG_RETURN_BOOL(false);
+	raw = linitial_node(RawStmt, stmts);
+	if (!IsA(raw->stmt, SelectStmt))
+		PG_RETURN_BOOL(false);
+	select = (SelectStmt *) raw->stmt;
+	if (select->intoClause != NULL || select->lockingClause != NIL)
+		PG_RETURN_BOOL(false);
+	if (select->withClause != NULL)
+	{
+		ListCell   *lc;
+
+		foreach(lc, select->withClause->ctes)
+		{
+			CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
+
+			if (!IsA(cte->ctequery, SelectStmt))
+				PG_RETURN_BOOL(false);
+		}
+	}
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * agentidp._arm_statement_timeout(ms integer) RETURNS void
+ *
+ * A statement_timeout for the rest of the running statement: setting the
+ * GUC inside a function would only apply to the next statement.
+ */
+PG_FUNCTION_INFO_V1(agentidp_arm_statement_timeout);
+Datum
+agentidp_arm_statement_timeout(PG_FUNCTION_ARGS)
+{
+	int32		ms = PG_GETARG_INT32(0);
+
+	if (ms <= 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("the timeout must be positive"));
+	enable_timeout_after(STATEMENT_TIMEOUT, ms);
 	PG_RETURN_VOID();
 }
