@@ -171,22 +171,38 @@ COMMENT ON FUNCTION agentidp.disable_tenant_isolation(regclass) IS
 'undoes agentidp.enable_tenant_isolation: its policies, the column default and the RLS flags as they were';
 
 /*
- * Access preview: what a token's identity could read, before the agent
- * acts.  The query runs with that identity, as a role the agent's
- * connections use, read-only, under a timeout, in a subtransaction that
- * is always rolled back.
+ * Access preview: what a token's identity could read and write, before
+ * the agent acts.  The statement runs with that identity, as a role the
+ * agent's connections use, under a timeout, in a subtransaction that is
+ * always rolled back.
  */
-CREATE FUNCTION agentidp._is_plain_select(query text) RETURNS boolean
+CREATE FUNCTION agentidp._preview_kind(query text) RETURNS text
 LANGUAGE c STRICT
-AS 'MODULE_PATHNAME', 'agentidp_is_plain_select';
-COMMENT ON FUNCTION agentidp._is_plain_select(text) IS
-'true for one SELECT statement without INTO, FOR UPDATE/SHARE or data-modifying WITH';
+AS 'MODULE_PATHNAME', 'agentidp_preview_kind';
+COMMENT ON FUNCTION agentidp._preview_kind(text) IS
+'select for one plain SELECT, write for one INSERT, UPDATE, DELETE or MERGE, NULL for anything else';
 
 CREATE FUNCTION agentidp._arm_statement_timeout(ms integer) RETURNS void
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'agentidp_arm_statement_timeout';
 COMMENT ON FUNCTION agentidp._arm_statement_timeout(integer) IS
 'cancels the running statement after ms milliseconds';
+
+/*
+ * The identity a preview runs with: the token's, and as_role when given.
+ * Only inside the previews' subtransactions, which undo both.
+ */
+CREATE FUNCTION agentidp._preview_identity(token text, as_role regrole) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM agentidp.authenticate(token);
+	IF as_role IS NOT NULL THEN
+		EXECUTE format('SET LOCAL ROLE %I', as_role::text);
+	END IF;
+END
+$$;
 
 CREATE FUNCTION agentidp.preview_access(token text, query text, as_role regrole DEFAULT NULL,
 										max_rows integer DEFAULT 100, timeout_ms integer DEFAULT 5000)
@@ -199,16 +215,13 @@ BEGIN
 		'token and query must not be null');
 	PERFORM agentidp._require(max_rows BETWEEN 1 AND 10000, '22023', 'max_rows must be 1 to 10000');
 	PERFORM agentidp._require(timeout_ms BETWEEN 1 AND 600000, '22023', 'timeout_ms must be 1 to 600000');
-	PERFORM agentidp._require(agentidp._is_plain_select(query), '0A000',
+	PERFORM agentidp._require(agentidp._preview_kind(query) IS NOT DISTINCT FROM 'select', '0A000',
 		'preview_access runs one plain SELECT', NULL,
-		'No INSERT, UPDATE, DELETE, SELECT INTO, FOR UPDATE or data-modifying WITH.');
+		'No SELECT INTO, FOR UPDATE or data-modifying WITH; preview writes with agentidp.preview_write.');
 	PERFORM agentidp._arm_statement_timeout(timeout_ms);
 	BEGIN
 		PERFORM set_config('transaction_read_only', 'on', true);
-		PERFORM agentidp.authenticate(token);
-		IF as_role IS NOT NULL THEN
-			EXECUTE format('SET LOCAL ROLE %I', as_role::text);
-		END IF;
+		PERFORM agentidp._preview_identity(token, as_role);
 		RETURN QUERY EXECUTE format(
 			'SELECT pg_catalog.row_number() OVER (), pg_catalog.to_jsonb(q) FROM (%s' || E'\n' || ') AS q LIMIT %s',
 			query, max_rows);
@@ -221,6 +234,50 @@ END
 $$;
 COMMENT ON FUNCTION agentidp.preview_access(text, text, regrole, integer, integer) IS
 'the rows a token''s identity could read with a SELECT, run read-only as as_role, under a timeout, always rolled back';
+
+/*
+ * Whether a write would pass.  The statement really runs, so row-level
+ * security, constraints (deferred ones too: they are made immediate) and
+ * triggers all have their say; its error, if any, is the answer.  A
+ * cancel or the timeout is not an answer and is raised.
+ */
+CREATE FUNCTION agentidp.preview_write(token text, statement text, as_role regrole DEFAULT NULL,
+									   timeout_ms integer DEFAULT 5000)
+RETURNS TABLE(allowed boolean, rows_affected bigint, sqlstate text, message text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM agentidp._require(token IS NOT NULL AND statement IS NOT NULL, '22004',
+		'token and statement must not be null');
+	PERFORM agentidp._require(timeout_ms BETWEEN 1 AND 600000, '22023', 'timeout_ms must be 1 to 600000');
+	PERFORM agentidp._require(agentidp._preview_kind(statement) IS NOT DISTINCT FROM 'write', '0A000',
+		'preview_write runs one INSERT, UPDATE, DELETE or MERGE', NULL,
+		'Preview reads with agentidp.preview_access.');
+	PERFORM agentidp._arm_statement_timeout(timeout_ms);
+	BEGIN
+		PERFORM agentidp._preview_identity(token, as_role);
+		BEGIN
+			EXECUTE statement;
+			GET DIAGNOSTICS rows_affected = ROW_COUNT;
+			SET CONSTRAINTS ALL IMMEDIATE;
+			allowed := true;
+		EXCEPTION WHEN OTHERS THEN
+			allowed := false;
+			rows_affected := NULL;
+			preview_write.sqlstate := SQLSTATE;
+			message := SQLERRM;
+		END;
+		-- always rolled back: the outcome is kept in the output columns
+		RAISE EXCEPTION 'preview done' USING ERRCODE = 'AIDP0';
+	EXCEPTION WHEN SQLSTATE 'AIDP0' THEN
+		NULL;
+	END;
+	RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION agentidp.preview_write(text, text, regrole, integer) IS
+'whether a token''s identity could run one INSERT, UPDATE, DELETE or MERGE, and how many rows it would change, run as as_role under a timeout, always rolled back';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
 GRANT USAGE ON SCHEMA agentidp TO agentidp_agent;
@@ -239,6 +296,8 @@ GRANT EXECUTE ON FUNCTION
 	agentidp.enable_tenant_isolation(regclass, name, text, text),
 	agentidp.disable_tenant_isolation(regclass),
 	agentidp.preview_access(text, text, regrole, integer, integer),
-	agentidp._is_plain_select(text),
+	agentidp.preview_write(text, text, regrole, integer),
+	agentidp._preview_kind(text),
+	agentidp._preview_identity(text, regrole),
 	agentidp._arm_statement_timeout(integer)
 	TO agentidp_admin;

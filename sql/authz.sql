@@ -24,7 +24,8 @@ SELECT agentidp.issue_token(:'cb', :'sb') ->> 'access_token' AS tok_b \gset
 SELECT agentidp.issue_token(:'cro', :'sro') ->> 'access_token' AS tok_ro \gset
 
 -- a user's table, owned by the superuser, isolated by tenant
-CREATE TABLE public.docs (tenant_id uuid NOT NULL, id int, body text, PRIMARY KEY (tenant_id, id));
+CREATE TABLE public.docs (tenant_id uuid NOT NULL, id int, body text, PRIMARY KEY (tenant_id, id),
+	CONSTRAINT docs_body_unique UNIQUE (tenant_id, body) DEFERRABLE INITIALLY DEFERRED);
 CREATE SEQUENCE public.docs_seq;
 GRANT USAGE ON SEQUENCE public.docs_seq TO regress_app;
 INSERT INTO public.docs VALUES (:'ta', 1, 'a1'), (:'ta', 2, 'a2'), (:'tb', 1, 'b1');
@@ -195,13 +196,40 @@ SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT 1; SELECT 2', 'regress_a
 SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT pg_sleep(5)', 'regress_app', 1, 100);
 -- functions that write are stopped by read-only
 SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT nextval(''public.docs_seq'')', 'regress_app');
+-- write preview: whether a write would pass, and how many rows it would change
+SELECT * FROM agentidp.preview_write(:'tok_a', 'UPDATE public.docs SET body = upper(body)', 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', 'DELETE FROM public.docs', 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', 'INSERT INTO public.docs (id, body) VALUES (50, ''x'')', 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a',
+	'MERGE INTO public.docs d USING (VALUES (1)) s(id) ON d.id = s.id WHEN MATCHED THEN UPDATE SET body = ''m''',
+	'regress_app');
+-- another tenant's rows: invisible, so nothing to change; naming that tenant: refused
+SELECT * FROM agentidp.preview_write(:'tok_a', format('DELETE FROM public.docs WHERE tenant_id = %L', :'tb'), 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', format('INSERT INTO public.docs VALUES (%L, 51, ''x'')', :'tb'), 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', format('UPDATE public.docs SET tenant_id = %L', :'tb'), 'regress_app');
+-- a token without the write scope; a constraint the write would break
+SELECT * FROM agentidp.preview_write(:'tok_ro', 'INSERT INTO public.docs (id, body) VALUES (52, ''x'')', 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', 'INSERT INTO public.docs (id, body) VALUES (1, ''dup'')', 'regress_app');
+-- deferred constraints are checked too, as at commit
+SELECT * FROM agentidp.preview_write(:'tok_a', 'UPDATE public.docs SET body = ''same''', 'regress_app');
+-- only one INSERT, UPDATE, DELETE or MERGE; a timeout is raised, not reported
+SELECT * FROM agentidp.preview_write(:'tok_a', 'SELECT 1', 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', 'TRUNCATE public.docs', 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', 'DELETE FROM public.docs; DELETE FROM public.docs', 'regress_app');
+SELECT * FROM agentidp.preview_write(:'tok_a', 'UPDATE public.docs SET body = body WHERE pg_sleep(1) IS NOT NULL',
+	'regress_app', 100);
+SELECT * FROM agentidp.preview_write('garbage', 'DELETE FROM public.docs', 'regress_app');
+SELECT agentidp.current_tenant() AS identity_after_write_preview;
 RESET ROLE;
 SET ROLE regress_outsider;
 \set VERBOSITY terse
 SELECT * FROM agentidp.preview_access(:'tok_a', 'SELECT 1');
+SELECT * FROM agentidp.preview_write(:'tok_a', 'DELETE FROM public.docs');
 \set VERBOSITY default
 RESET ROLE;
 REVOKE regress_app FROM regress_admin_a;
+-- nothing the previews ran survived
+SELECT tenant_id = :'ta' AS tenant_a, id, body FROM public.docs ORDER BY tenant_id = :'ta', id;
 
 -- undone exactly
 SELECT agentidp.disable_tenant_isolation('public.docs');

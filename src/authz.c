@@ -349,28 +349,41 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 }
 
 /*
- * agentidp._is_plain_select(query text) RETURNS boolean
+ * agentidp._preview_kind(query text) RETURNS text
  *
- * For preview_access: one SELECT statement that changes nothing: no
- * SELECT INTO, no FOR UPDATE/SHARE, no data-modifying WITH.  (Functions it
- * calls can still write; the preview runs read-only and is rolled back.)
+ * What the previews accept: 'select' for one SELECT statement that changes
+ * nothing (no SELECT INTO, no FOR UPDATE/SHARE, no data-modifying WITH;
+ * functions it calls could still write, so preview_access also runs it
+ * read-only), 'write' for one INSERT, UPDATE, DELETE or MERGE, and NULL for
+ * everything else: several statements, utility commands, DDL, CALL, DO,
+ * COPY, whose effects a rolled-back subtransaction may not undo.
  */
-PG_FUNCTION_INFO_V1(agentidp_is_plain_select);
+PG_FUNCTION_INFO_V1(agentidp_preview_kind);
 Datum
-agentidp_is_plain_select(PG_FUNCTION_ARGS)
+agentidp_preview_kind(PG_FUNCTION_ARGS)
 {
 	List	   *stmts = raw_parser(text_to_cstring(PG_GETARG_TEXT_PP(0)), RAW_PARSE_DEFAULT);
-	RawStmt    *raw;
+	Node	   *stmt;
 	SelectStmt *select;
 
 	if (list_length(stmts) != 1)
-		PG_RETURN_BOOL(false);
-	raw = linitial_node(RawStmt, stmts);
-	if (!IsA(raw->stmt, SelectStmt))
-		PG_RETURN_BOOL(false);
-	select = (SelectStmt *) raw->stmt;
+		PG_RETURN_NULL();
+	stmt = linitial_node(RawStmt, stmts)->stmt;
+	switch (nodeTag(stmt))
+	{
+		case T_InsertStmt:
+		case T_UpdateStmt:
+		case T_DeleteStmt:
+		case T_MergeStmt:
+			PG_RETURN_TEXT_P(cstring_to_text("write"));
+		case T_SelectStmt:
+			break;
+		default:
+			PG_RETURN_NULL();
+	}
+	select = (SelectStmt *) stmt;
 	if (select->intoClause != NULL || select->lockingClause != NIL)
-		PG_RETURN_BOOL(false);
+		PG_RETURN_NULL();
 	if (select->withClause != NULL)
 	{
 		ListCell   *lc;
@@ -380,10 +393,10 @@ agentidp_is_plain_select(PG_FUNCTION_ARGS)
 			CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
 
 			if (!IsA(cte->ctequery, SelectStmt))
-				PG_RETURN_BOOL(false);
+				PG_RETURN_NULL();
 		}
 	}
-	PG_RETURN_BOOL(true);
+	PG_RETURN_TEXT_P(cstring_to_text("select"));
 }
 
 /*
