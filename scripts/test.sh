@@ -66,15 +66,16 @@ else
 	cat "$CLUSTER_DIR/logs/verifier.log"
 fi
 
-# tokens against an independent JOSE implementation (npm jose)
-say "node interop"
+# tokens against an independent JOSE implementation (npm jose), and as
+# database identity through a real client pool (npm pg)
+say "node clients"
 if PGDATABASE="$AGENTIDP_DB" test/node/run.sh >"$CLUSTER_DIR/logs/node.log" 2>&1; then
 	n=$(sed -nE 's/^# pass ([0-9]+)/\1/p' "$CLUSTER_DIR/logs/node.log" | tail -n 1)
 	passed=$((passed + 1))
-	summary+=("node interop: ${n:-?} tests passed")
+	summary+=("node clients (jose, pg): ${n:-?} tests passed")
 else
 	failed=$((failed + 1))
-	summary+=("node interop: FAILED")
+	summary+=("node clients (jose, pg): FAILED")
 	tail -n 60 "$CLUSTER_DIR/logs/node.log"
 fi
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Interoperability tests against panva/jose (see interop.test.mjs).
+# Interoperability tests against panva/jose (interop.test.mjs) and tokens
+# as database identity through node-postgres (rls.test.mjs): every
+# *.test.mjs file here.
 # Needs node, npm and psql; the caller sets PGHOST, PGPORT, PGUSER,
 # PGPASSFILE (and PGDATABASE, default agentidp) for a running cluster.
 # Usable from anywhere, e.g. test/node/run.sh from the repository root.
@@ -13,4 +15,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 	npm ci --no-audit --no-fund
 fi
 
-exec node --test interop.test.mjs
+shopt -s nullglob
+tests=(*.test.mjs)
+[ ${#tests[@]} -gt 0 ] || { echo "no *.test.mjs files in $PWD" >&2; exit 1; }
+exec node --test "${tests[@]}"
