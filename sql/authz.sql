@@ -177,6 +177,41 @@ SELECT agentidp.postgrest_pre_request();
 ROLLBACK;
 RESET agentidp.trust_postgrest_claims;
 
+-- a search_path hijack: the caller puts first an "=" that is always true
+-- and a current_setting that names tenant b; nothing of agentidp uses them
+CREATE SCHEMA regress_evil AUTHORIZATION regress_app;
+SELECT format('SELECT %L::text', jsonb_build_object('tenant_id', :'tb', 'sub', :'agent_b',
+	'scope', 'docs:read docs:write')::text) AS evil_setting \gset
+SET ROLE regress_app;
+CREATE FUNCTION regress_evil.yes(uuid, uuid) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+CREATE OPERATOR regress_evil.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = regress_evil.yes);
+CREATE FUNCTION regress_evil.yes(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+CREATE OPERATOR regress_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = regress_evil.yes);
+CREATE FUNCTION regress_evil.current_setting(text, boolean) RETURNS text LANGUAGE sql AS :'evil_setting';
+SET search_path = regress_evil, pg_catalog, public;
+SELECT current_setting('agentidp.identity', true) = 'anything' AS hijack_in_place;
+BEGIN;
+SELECT agentidp.authenticate(:'tok_a') IS NOT NULL AS authenticated;
+SELECT agentidp.current_tenant() OPERATOR(pg_catalog.=) :'ta'::uuid AS still_tenant_a, count(*) AS rows_a
+FROM public.docs;
+COMMIT;
+SELECT agentidp.current_tenant() AS hijacked_tenant, count(*) AS hijacked_rows FROM public.docs;
+-- the revoked token is still revoked
+BEGIN;
+\set VERBOSITY terse
+SELECT agentidp.authenticate(:'tok_b');
+\set VERBOSITY default
+ROLLBACK;
+RESET ROLE;
+-- and the definer functions do not resolve through it either
+SET ROLE regress_admin_a;
+SELECT jsonb_array_length(agentidp.jwks(:'ta') -> 'keys') AS keys_of_a;
+RESET ROLE;
+RESET search_path;
+SET client_min_messages = warning;
+DROP SCHEMA regress_evil CASCADE;
+RESET client_min_messages;
+
 -- definer functions pin search_path (a hijack finds nothing to resolve)
 SELECT count(*) AS unpinned_definers FROM pg_proc p
 WHERE p.pronamespace = 'agentidp'::regnamespace AND p.prosecdef
