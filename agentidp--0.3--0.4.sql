@@ -186,7 +186,7 @@ CREATE FUNCTION agentidp._arm_statement_timeout(ms integer) RETURNS void
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'agentidp_arm_statement_timeout';
 COMMENT ON FUNCTION agentidp._arm_statement_timeout(integer) IS
-'cancels the running statement after ms milliseconds';
+'cancels the running statement after ms milliseconds, or at the session''s statement_timeout if sooner; 0 restores the session''s';
 
 /*
  * The identity a preview runs with: the token's, and as_role when given.
@@ -230,6 +230,7 @@ BEGIN
 	EXCEPTION WHEN SQLSTATE 'AIDP0' THEN
 		NULL;
 	END;
+	PERFORM agentidp._arm_statement_timeout(0);
 END
 $$;
 COMMENT ON FUNCTION agentidp.preview_access(text, text, regrole, integer, integer) IS
@@ -273,6 +274,7 @@ BEGIN
 	EXCEPTION WHEN SQLSTATE 'AIDP0' THEN
 		NULL;
 	END;
+	PERFORM agentidp._arm_statement_timeout(0);
 	RETURN NEXT;
 END
 $$;

@@ -123,7 +123,11 @@ BEGIN;
 SELECT set_config('request.jwt.claims', jsonb_build_object('tenant_id', :'tb', 'sub', :'agent_b',
 	'scope', 'docs:read docs:write')::text, true) IS NOT NULL AS forged;
 SELECT agentidp.current_tenant() AS forged_tenant, count(*) AS rows FROM public.docs;
-COMMIT;
+-- nor does the pre-request turn them into an identity
+\set VERBOSITY terse
+SELECT agentidp.postgrest_pre_request();
+\set VERBOSITY default
+ROLLBACK;
 RESET ROLE;
 
 -- a token whose agent was suspended after issue authenticates no more
@@ -148,10 +152,13 @@ SELECT agentidp.verify_token(:'tok_b')::text AS claims_b \gset
 BEGIN;
 SET LOCAL ROLE regress_app;
 SELECT set_config('request.jwt.claims', :'claims_a', true) IS NOT NULL AS claims_set;
+-- the claims alone are no identity, even trusted: the pre-request makes them one
+SELECT agentidp.current_tenant() AS before_pre_request, count(*) AS rows FROM public.docs;
 SELECT agentidp.postgrest_pre_request();
 SELECT agentidp.current_tenant() = :'ta' AS tenant_from_claims;
 SELECT id, body FROM public.docs ORDER BY id;
 COMMIT;
+SELECT agentidp.current_tenant() AS after_request;
 -- the revoked token passes PostgREST's signature check; the pre-request stops it
 SELECT agentidp.revoke_token(:'tok_b');
 BEGIN;
@@ -161,17 +168,35 @@ SELECT set_config('request.jwt.claims', :'claims_b', true) IS NOT NULL AS claims
 SELECT agentidp.postgrest_pre_request();
 \set VERBOSITY default
 ROLLBACK;
--- anonymous requests: no claims, nothing to check, nothing visible
+-- anonymous requests: no claims, or PostgREST's role alone; no identity, nothing visible
 BEGIN;
 SET LOCAL ROLE regress_app;
 SELECT agentidp.postgrest_pre_request();
-SELECT count(*) AS anonymous_rows FROM public.docs;
+SELECT set_config('request.jwt.claims', '{"role": "regress_app"}', true) IS NOT NULL AS claims_set;
+SELECT agentidp.postgrest_pre_request();
+SELECT agentidp.current_tenant() AS anonymous_tenant, count(*) AS anonymous_rows FROM public.docs;
 COMMIT;
--- claims that are not an agentidp token's
+-- claims that are not an agentidp token's, or malformed ones, are refused
 BEGIN;
 SET LOCAL ROLE regress_app;
-SELECT set_config('request.jwt.claims', '{"sub": "someone", "role": "web_anon"}', true) IS NOT NULL AS claims_set;
 \set VERBOSITY terse
+SELECT set_config('request.jwt.claims', '{"sub": "someone", "role": "web_anon"}', true) IS NOT NULL AS claims_set;
+SAVEPOINT s;
+SELECT agentidp.postgrest_pre_request();
+ROLLBACK TO s;
+SELECT set_config('request.jwt.claims', (:'claims_a'::jsonb || '{"cred": "s"}')::text, true) IS NOT NULL AS claims_set;
+SELECT agentidp.postgrest_pre_request();
+ROLLBACK TO s;
+SELECT set_config('request.jwt.claims', (:'claims_a'::jsonb || '{"act": {"sub": 7}}')::text, true) IS NOT NULL AS claims_set;
+SELECT agentidp.postgrest_pre_request();
+ROLLBACK TO s;
+-- a DPoP-bound token would be a bearer token here: PostgREST does not check proofs
+SELECT set_config('request.jwt.claims', (:'claims_a'::jsonb || '{"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}')::text, true) IS NOT NULL AS claims_set;
+SELECT agentidp.postgrest_pre_request();
+ROLLBACK TO s;
+-- an audit checkpoint is signed by the tenant's key too, but is no access token
+SELECT set_config('request.jwt.claims', jsonb_build_object('iss', 'x', 'tenant_id', :'ta', 'seq', 3,
+	'hash', repeat('0', 64))::text, true) IS NOT NULL AS claims_set;
 SELECT agentidp.postgrest_pre_request();
 \set VERBOSITY default
 ROLLBACK;

@@ -11,10 +11,13 @@
  *	  savepoint it was set in), so a pooled connection cannot carry it to
  *	  the next transaction, and parallel workers see it like any setting.
  *	  Only superusers may set it by hand; authenticate() sets it from C
- *	  after verification.  Where PostgREST verified the token and set
- *	  request.jwt.claims, the helpers read that instead, but only when a
- *	  superuser turned agentidp.trust_postgrest_claims on: any role can
- *	  set request.jwt.claims itself.
+ *	  after verification.  Behind PostgREST, which verified the token's
+ *	  signature and set request.jwt.claims, postgrest_pre_request() makes
+ *	  those claims the identity after checking what PostgREST cannot
+ *	  (revocation, agent, tenant, credential), and only when a superuser
+ *	  turned agentidp.trust_postgrest_claims on: any role can set
+ *	  request.jwt.claims itself.  The helpers read agentidp.identity alone,
+ *	  so claims that did not pass those checks are no identity.
  *
  * IDENTIFICATION
  *	  src/authz.c
@@ -31,6 +34,9 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
+#include "storage/proc.h"
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
@@ -58,23 +64,14 @@ set_identity(Jsonb *claims)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
-/*
- * The claims of the current identity: authenticate()'s, else, when trusted,
- * PostgREST's; NULL when there is none.
- */
+/* the claims of the current identity; NULL when there is none */
 static Jsonb *
 identity(void)
 {
 	const char *text = agentidp_identity;
 
 	if (text == NULL || text[0] == '\0')
-	{
-		if (!agentidp_trust_postgrest_claims)
-			return NULL;
-		text = GetConfigOption("request.jwt.claims", true, false);
-		if (text == NULL || text[0] == '\0')
-			return NULL;
-	}
+		return NULL;
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }
 
@@ -280,14 +277,43 @@ agentidp_has_role(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(false);
 }
 
+static void
+refuse_claims(const char *why)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			errmsg("invalid token: %s", why));
+}
+
+/* PostgREST's claims of an anonymous request: its role and nothing else */
+static bool
+anonymous_claims(Jsonb *claims)
+{
+	return JB_ROOT_IS_OBJECT(claims) &&
+		(JB_ROOT_COUNT(claims) == 0 ||
+		 (JB_ROOT_COUNT(claims) == 1 && member(claims, "role") != NULL));
+}
+
+/* cred is "s:<secret_id>" or "k:<key_id>", as tokens.c writes it */
+static bool
+valid_cred(const char *cred)
+{
+	return strlen(cred) == 38 && (cred[0] == 's' || cred[0] == 'k') && cred[1] == ':' &&
+		canonical_uuid(cred + 2);
+}
+
 /*
  * agentidp.postgrest_pre_request() RETURNS void
  *
- * For PostgREST's db-pre-request: PostgREST verified the token's
- * signature and set request.jwt.claims; this re-reads what can change
- * after issuance (revocation, agent, tenant, credential), which PostgREST
- * cannot, and refuses with 28000.  Without claims (an anonymous request)
- * it does nothing.
+ * For PostgREST's db-pre-request.  PostgREST verified the token's
+ * signature, times and audience and set request.jwt.claims; this checks
+ * what can change after issuance (revocation, agent and actor, tenant,
+ * credential), which PostgREST cannot, refuses with 28000, and then makes
+ * the claims the identity of the request's transaction.  Nothing happens
+ * unless a superuser turned agentidp.trust_postgrest_claims on.  An
+ * anonymous request (no claims, or PostgREST's role alone) gets no
+ * identity.  DPoP-bound tokens are refused: PostgREST cannot check their
+ * proof, so serving them would make them bearer tokens.
  */
 Datum
 agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
@@ -298,25 +324,39 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 	pg_uuid_t  *agent;
 	char	   *jti;
 	char	   *actor;
+	char	   *cred;
 	TokenState	st;
 	AgentidpOwnerContext oc;
 
+	if (!agentidp_trust_postgrest_claims)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("agentidp.trust_postgrest_claims is off"),
+				errdetail("request.jwt.claims is an identity only where PostgREST alone sets it."),
+				errhint("A superuser turns agentidp.trust_postgrest_claims on for PostgREST's role or database."));
 	if (text == NULL || text[0] == '\0')
 		PG_RETURN_VOID();
 	claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (anonymous_claims(claims))
+		PG_RETURN_VOID();
 	tenant = uuid_member(claims, "tenant_id");
 	agent = uuid_member(claims, "sub");
 	jti = string_member(claims, "jti");
-	if (tenant == NULL || agent == NULL || jti == NULL)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				errmsg("invalid token: not an agentidp access token"));
+	if (!JB_ROOT_IS_OBJECT(claims) || tenant == NULL || agent == NULL || jti == NULL)
+		refuse_claims("not an agentidp access token");
+	if (member(claims, "cnf") != NULL)
+		refuse_claims("a DPoP-bound token needs its proof, which PostgREST does not check");
+	cred = string_member(claims, "cred");
+	if (member(claims, "cred") != NULL && (cred == NULL || !valid_cred(cred)))
+		refuse_claims("malformed cred claim");
+	actor = act_sub(claims);
+	if (member(claims, "act") != NULL && (actor == NULL || !canonical_uuid(actor)))
+		refuse_claims("malformed act claim");
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
-	agentidp_token_state(tenant, agent, jti, NULL, string_member(claims, "cred"), &st);
-	actor = act_sub(claims);
-	if (st.tenant_found && actor != NULL && canonical_uuid(actor))
+	agentidp_token_state(tenant, agent, jti, NULL, cred, &st);
+	if (st.tenant_found && actor != NULL)
 	{
 		TokenState	ast;
 
@@ -330,21 +370,14 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	if (!st.tenant_found || strcmp(st.tenant_status, "active") != 0)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				errmsg("invalid token: the tenant is not active"));
+		refuse_claims("the tenant is not active");
 	if (st.revoked)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				errmsg("invalid token: revoked"));
+		refuse_claims("revoked");
 	if (!st.agent_found || strcmp(st.agent_status, "active") != 0)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				errmsg("invalid token: the agent is not active"));
+		refuse_claims("the agent is not active");
 	if (!st.cred_active)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				errmsg("invalid token: the credential it was obtained with is revoked"));
+		refuse_claims("the credential it was obtained with is revoked");
+	set_identity(claims);
 	PG_RETURN_VOID();
 }
 
@@ -403,18 +436,40 @@ agentidp_preview_kind(PG_FUNCTION_ARGS)
  * agentidp._arm_statement_timeout(ms integer) RETURNS void
  *
  * A statement_timeout for the rest of the running statement: setting the
- * GUC inside a function would only apply to the next statement.
+ * GUC inside a function would only apply to the next statement.  It
+ * never extends the session's statement_timeout: the sooner of the two
+ * ends the statement.  0 puts the session's own back, for what the
+ * statement does after the preview.
  */
 PG_FUNCTION_INFO_V1(agentidp_arm_statement_timeout);
 Datum
 agentidp_arm_statement_timeout(PG_FUNCTION_ARGS)
 {
 	int32		ms = PG_GETARG_INT32(0);
+	int64		session_left = -1;	/* none */
 
-	if (ms <= 0)
+	if (ms < 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("the timeout must be positive"));
-	enable_timeout_after(STATEMENT_TIMEOUT, ms);
+				errmsg("the timeout must not be negative"));
+	if (StatementTimeout > 0)
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentStatementStartTimestamp(), GetCurrentTimestamp(),
+							&secs, &usecs);
+		session_left = Max((int64) StatementTimeout - (secs * 1000 + usecs / 1000), 1);
+	}
+	if (ms == 0)
+	{
+		if (session_left > 0)
+			enable_timeout_after(STATEMENT_TIMEOUT, (int) session_left);
+		else
+			disable_timeout(STATEMENT_TIMEOUT, false);
+	}
+	else
+		enable_timeout_after(STATEMENT_TIMEOUT,
+							 session_left > 0 ? (int) Min(ms, session_left) : ms);
 	PG_RETURN_VOID();
 }
