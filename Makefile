@@ -11,6 +11,8 @@
 EXTENSION = agentidp
 MODULE_big = agentidp
 OBJS = \
+	bgworker/launcher.o \
+	bgworker/maintenance.o \
 	src/agentidp.o \
 	src/audit.o \
 	src/audit_hash.o \
@@ -26,10 +28,11 @@ OBJS = \
 	src/token_state.o \
 	src/tokens.o
 
-DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp--0.3--0.4.sql
+DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp--0.3--0.4.sql \
+	agentidp--0.4--0.5.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race
@@ -37,7 +40,7 @@ ISOLATION_SPECS_OPTS = --inputdir=test/isolation --dbname=agentidp_isolation \
 	--load-extension=agentidp
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/bgworker
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-clobbered -Werror
 SHLIB_LINK = -lcrypto

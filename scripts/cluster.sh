@@ -61,6 +61,12 @@ agentidp.issuer_base = 'http://127.0.0.1:$AGENTIDP_HTTP_PORT'
 max_prepared_transactions = 10
 log_line_prefix = '%m [%p] %q%u@%d '
 CONF
+	# the tests' cluster: the worker runs once when a database gets
+	# agentidp, not in the middle of the regression tests (the TAP tests
+	# test the worker on clusters of their own)
+	if [ "${AGENTIDP_TEST:-0}" = 1 ]; then
+		echo "agentidp.worker_naptime = '1h'" >> "$PGDATA_DIR/postgresql.conf"
+	fi
 }
 
 # The key-encryption key: 32 random bytes, readable by the server alone,

@@ -26,6 +26,7 @@
 
 #include "agentidp.h"
 #include "refusals.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -238,6 +239,9 @@ _PG_init(void)
 							   PGC_USERSET,
 							   0,
 							   check_trace_id, NULL, NULL);
+
+	/* the background worker's and the maintenance tasks' settings first */
+	agentidp_worker_init();
 
 	MarkGUCPrefixReserved("agentidp");
 

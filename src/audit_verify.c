@@ -195,6 +195,22 @@ check_row(ChainCheck *c, Datum *values, bool *isnull)
 	memcpy(c->expect_prev, hash, AUDIT_HASH_LEN);
 }
 
+/* after a walk from the anchor: the kept history must start where the last prune says it does */
+static void
+check_prune_recorded(ChainCheck *c)
+{
+	char		hex[2 * AUDIT_HASH_LEN + 1];
+
+	if (c->bad_seq != 0 || !c->has_anchor)
+		return;
+	audit_hash_hex(c->anchor_hash, hex);
+	if (!c->saw_prune || c->prune_seq != c->anchor_seq ||
+		strcmp(c->prune_hash, hex) != 0)
+		fail(c, c->anchor_seq,
+			 psprintf("history before row " INT64_FORMAT " was removed without a recorded prune",
+					  c->anchor_seq));
+}
+
 /* the verdict on a tenant, as a result row */
 static void
 finish_tenant(ChainCheck *c, ReturnSetInfo *rsinfo)
@@ -202,18 +218,7 @@ finish_tenant(ChainCheck *c, ReturnSetInfo *rsinfo)
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 
-	/* the kept history must start where the last prune says it does */
-	if (c->bad_seq == 0 && c->has_anchor)
-	{
-		char		hex[2 * AUDIT_HASH_LEN + 1];
-
-		audit_hash_hex(c->anchor_hash, hex);
-		if (!c->saw_prune || c->prune_seq != c->anchor_seq ||
-				 strcmp(c->prune_hash, hex) != 0)
-			fail(c, c->anchor_seq,
-				 psprintf("history before row " INT64_FORMAT " was removed without a recorded prune",
-						  c->anchor_seq));
-	}
+	check_prune_recorded(c);
 
 	values[0] = UUIDPGetDatum(&c->tenant);
 	values[1] = BoolGetDatum(c->bad_seq == 0);
@@ -460,4 +465,267 @@ agentidp_audit_checkpoint(PG_FUNCTION_ARGS)
 	memcpy(jws, signed_jws, VARSIZE(signed_jws));
 	SPI_finish();
 	PG_RETURN_TEXT_P(jws);
+}
+
+/*
+ * Incremental verification, for the maintenance task.
+ *
+ * agentidp.audit_verified keeps, per tenant, the last row verified (seq
+ * and hash).  A run first checks that this row is still there with the
+ * same hash (one index probe: a rewritten or truncated tail shows here),
+ * then walks the rows after it, at most max_rows, so its cost follows
+ * the rows written since the last run.  A tenant never verified, or
+ * pruned past the verified row, is walked from its anchor to its head,
+ * whatever max_rows says, so that the prune that made the anchor is
+ * checked too.  Rows verified earlier are not read again: only
+ * verify_audit_chain rereads everything.
+ */
+typedef struct TenantProgress
+{
+	pg_uuid_t	tenant;
+	bool		verified;		/* a row in audit_verified */
+	int64		seq;
+	uint8		hash[AUDIT_HASH_LEN];
+	bool		was_broken;
+	int64		broken_seq;
+	bool		has_anchor;
+	int64		anchor_seq;
+} TenantProgress;
+
+static TenantProgress *
+read_progress(uint64 *ntenants)
+{
+	TenantProgress *p;
+
+	if (SPI_execute("SELECT t.tenant_id, v.seq, v.hash, v.broken_seq, a.seq "
+					"FROM agentidp.tenants AS t "
+					"LEFT JOIN agentidp.audit_verified AS v ON v.tenant_id OPERATOR(pg_catalog.=) t.tenant_id "
+					"LEFT JOIN agentidp.audit_anchors AS a ON a.tenant_id OPERATOR(pg_catalog.=) t.tenant_id "
+					"ORDER BY 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the audit verification progress");
+	*ntenants = SPI_processed;
+	p = palloc0(sizeof(TenantProgress) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		memcpy(p[i].tenant.data, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull))->data, UUID_LEN);
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		p[i].verified = !isnull;
+		if (p[i].verified)
+		{
+			bytea	   *h = DatumGetByteaPP(SPI_getbinval(tup, desc, 3, &isnull));
+
+			p[i].seq = DatumGetInt64(d);
+			memcpy(p[i].hash, VARDATA_ANY(h), AUDIT_HASH_LEN);	/* the table checks its length */
+		}
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		p[i].was_broken = !isnull;
+		p[i].broken_seq = isnull ? 0 : DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		p[i].has_anchor = !isnull;
+		p[i].anchor_seq = isnull ? 0 : DatumGetInt64(d);
+	}
+	return p;
+}
+
+/*
+ * The row verified last time must still be there as it was: its hash,
+ * recomputed from its fields, is the one remembered.  This catches a
+ * rewritten or truncated tail at the cost of one index probe.
+ */
+static bool
+verified_row_intact(Relation rel, Relation idx, const TenantProgress *p, MemoryContext rowcxt)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	bool		intact = false;
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&p->tenant));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(p->seq));
+	scan = index_beginscan(rel, idx, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		MemoryContext old = MemoryContextSwitchTo(rowcxt);
+		uint8		hash[AUDIT_HASH_LEN];
+		bytea	   *stored;
+
+		slot_getallattrs(slot);
+		stored = DatumGetByteaPP(slot->tts_values[AUDIT_ATT_HASH - 1]);
+		audit_row_hash(slot->tts_values, slot->tts_isnull, hash);
+		intact = memcmp(hash, p->hash, AUDIT_HASH_LEN) == 0 &&
+			VARSIZE_ANY_EXHDR(stored) == AUDIT_HASH_LEN &&
+			memcmp(VARDATA_ANY(stored), p->hash, AUDIT_HASH_LEN) == 0;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(rowcxt);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return intact;
+}
+
+/* walk the tenant's rows from c->expect_seq on; at most max_rows when max_rows > 0 */
+static void
+walk_rows(Relation rel, Relation idx, ChainCheck *c, int64 max_rows, MemoryContext rowcxt)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(&c->tenant));
+	ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(c->expect_seq));
+	scan = index_beginscan(rel, idx, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	while ((max_rows <= 0 || c->rows < max_rows) &&
+		   index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		MemoryContext old;
+
+		slot_getallattrs(slot);
+		old = MemoryContextSwitchTo(rowcxt);
+		check_row(c, slot->tts_values, slot->tts_isnull);
+		MemoryContextSwitchTo(old);
+		if (c->bad_seq != 0)
+			c->reason = pstrdup(c->reason);
+		MemoryContextReset(rowcxt);
+		if (c->bad_seq != 0)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+}
+
+/* remember how far the chain is verified, and a break where it is */
+static void
+save_progress(const ChainCheck *c, bool report)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[6] = {UUIDOID, INT8OID, BYTEAOID, INT8OID, TEXTOID, BOOLOID};
+	Datum		args[6];
+	char		nulls[6] = "      ";
+	bytea	   *hash = palloc(VARHDRSZ + AUDIT_HASH_LEN);
+
+	SET_VARSIZE(hash, VARHDRSZ + AUDIT_HASH_LEN);
+	memcpy(VARDATA(hash), c->expect_prev, AUDIT_HASH_LEN);
+	args[0] = UUIDPGetDatum(&c->tenant);
+	args[1] = Int64GetDatum(c->expect_seq - 1);
+	args[2] = PointerGetDatum(hash);
+	args[3] = Int64GetDatum(c->bad_seq);
+	args[4] = c->reason ? CStringGetTextDatum(c->reason) : (Datum) 0;
+	args[5] = BoolGetDatum(report);
+	if (c->bad_seq == 0)
+		nulls[3] = nulls[4] = 'n';
+	(void) agentidp_run_plan(&plan,
+							 "INSERT INTO agentidp.audit_verified AS v"
+							 " (tenant_id, seq, hash, broken_seq, broken_reason, reported_at) "
+							 "VALUES ($1, $2, $3, $4, $5,"
+							 " CASE WHEN $6 THEN pg_catalog.now() END) "
+							 "ON CONFLICT (tenant_id) DO UPDATE SET seq = $2, hash = $3,"
+							 " verified_at = pg_catalog.now(), broken_seq = $4, broken_reason = $5,"
+							 " reported_at = CASE WHEN $6 THEN pg_catalog.now()"
+							 "  WHEN $4 IS NULL THEN NULL ELSE v.reported_at END",
+							 6, argtypes, args, nulls, false, 0);
+}
+
+/*
+ * agentidp.verify_audit_increment(max_rows integer DEFAULT 100000)
+ *		RETURNS TABLE(tenant_id uuid, ok boolean, rows_checked bigint,
+ *					  first_bad_seq bigint, reason text, newly_broken boolean)
+ *
+ * One row per tenant with new rows or a break; newly_broken is true the
+ * first time a break at that row is found, so that it is announced once.
+ * For the maintenance task, as a superuser: no grant to anyone else.
+ */
+PG_FUNCTION_INFO_V1(agentidp_verify_audit_increment);
+Datum
+agentidp_verify_audit_increment(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int32		max_rows = PG_ARGISNULL(0) ? 100000 : PG_GETARG_INT32(0);
+	TenantProgress *progress;
+	uint64		ntenants;
+	Relation	rel;
+	Relation	idx;
+	MemoryContext rowcxt;
+	int			level;
+
+	if (max_rows < 1)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("max_rows must be at least 1"));
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	level = agentidp_pin_search_path();
+	progress = read_progress(&ntenants);
+
+	rel = audit_open_events(AccessShareLock);
+	idx = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp chain increment",
+								   ALLOCSET_DEFAULT_SIZES);
+	for (uint64 i = 0; i < ntenants; i++)
+	{
+		TenantProgress *p = &progress[i];
+		ChainCheck	c;
+		bool		from_anchor = !p->verified || (p->has_anchor && p->anchor_seq > p->seq);
+		bool		newly;
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		if (from_anchor)
+			start_tenant(&c, &p->tenant);
+		else
+		{
+			memset(&c, 0, sizeof(c));
+			memcpy(c.tenant.data, p->tenant.data, UUID_LEN);
+			c.expect_seq = p->seq + 1;
+			memcpy(c.expect_prev, p->hash, AUDIT_HASH_LEN);
+			if (p->seq > 0 && !verified_row_intact(rel, idx, p, rowcxt))
+			{
+				fail(&c, p->seq, psprintf("row " INT64_FORMAT ", verified before, was changed or removed",
+										  p->seq));
+			}
+		}
+		if (c.bad_seq == 0)
+		{
+			walk_rows(rel, idx, &c, from_anchor ? 0 : max_rows, rowcxt);
+			if (from_anchor)
+				check_prune_recorded(&c);
+		}
+		if (c.rows == 0 && c.bad_seq == 0 && !p->was_broken)
+			continue;
+
+		newly = c.bad_seq != 0 && !(p->was_broken && p->broken_seq == c.bad_seq);
+		if (c.bad_seq != 0 && c.bad_seq == p->seq && !from_anchor)
+		{
+			/* the verified row itself changed: keep the old verified point */
+			c.expect_seq = p->seq + 1;
+			memcpy(c.expect_prev, p->hash, AUDIT_HASH_LEN);
+		}
+		save_progress(&c, newly);
+
+		values[0] = UUIDPGetDatum(&p->tenant);
+		values[1] = BoolGetDatum(c.bad_seq == 0);
+		values[2] = Int64GetDatum(c.rows);
+		if (c.bad_seq == 0)
+			nulls[3] = nulls[4] = true;
+		else
+		{
+			values[3] = Int64GetDatum(c.bad_seq);
+			values[4] = CStringGetTextDatum(c.reason);
+		}
+		values[5] = BoolGetDatum(newly);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	MemoryContextDelete(rowcxt);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	AtEOXact_GUC(true, level);
+	SPI_finish();
+	return (Datum) 0;
 }

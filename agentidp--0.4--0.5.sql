@@ -1,0 +1,342 @@
+/* agentidp--0.4--0.5.sql: the maintenance the background worker (or pg_cron) runs (docs/worker.md) */
+
+\echo Use "ALTER EXTENSION agentidp UPDATE TO '0.5'" to load this file. \quit
+
+/*
+ * Expiry deletes in batches by expiry time: these indexes make each batch
+ * a short index range scan, however many rows are left.
+ */
+CREATE INDEX revoked_tokens_expiry_idx ON agentidp.revoked_tokens (expires_at);
+CREATE INDEX used_jtis_expiry_idx ON agentidp.used_jtis (expires_at);
+CREATE INDEX refresh_tokens_expiry_idx ON agentidp.refresh_tokens (expires_at);
+CREATE INDEX refresh_tokens_idle_expiry_idx ON agentidp.refresh_tokens (idle_expires_at);
+CREATE INDEX client_secrets_expiry_idx ON agentidp.client_secrets (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX client_secrets_revoked_idx ON agentidp.client_secrets (revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE INDEX client_keys_expiry_idx ON agentidp.client_keys (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX client_keys_revoked_idx ON agentidp.client_keys (revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE INDEX agents_deleted_idx ON agentidp.agents (deleted_at) WHERE deleted_at IS NOT NULL;
+
+/*
+ * How far each tenant's audit chain has been verified: the next run
+ * starts after seq, from hash, so its cost follows the new rows only.
+ * broken_seq is set while the chain is broken there; reported_at says
+ * when the break was last announced, so that it is announced once.
+ */
+CREATE TABLE agentidp.audit_verified (
+	tenant_id	uuid NOT NULL REFERENCES agentidp.tenants ON DELETE CASCADE,
+	seq			bigint NOT NULL,
+	hash		bytea NOT NULL
+				CONSTRAINT audit_verified_hash_valid CHECK (pg_catalog.octet_length(hash) OPERATOR(pg_catalog.=) 32),
+	verified_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	broken_seq	bigint,
+	broken_reason text,
+	reported_at	timestamptz,
+	CONSTRAINT audit_verified_pkey PRIMARY KEY (tenant_id)
+);
+COMMENT ON TABLE agentidp.audit_verified IS
+'per tenant, the last audit row verified by the incremental verification, and a break it found';
+ALTER TABLE agentidp.audit_verified ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agentidp.audit_verified FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_admin ON agentidp.audit_verified
+	USING (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]));
+GRANT SELECT ON agentidp.audit_verified TO agentidp_admin;
+
+/*
+ * The last run of each maintenance task in this database.  Not a
+ * tenant's data: one row per task, for the whole database, shown to
+ * administrators through the view agentidp.worker_status.
+ */
+CREATE TABLE agentidp.maintenance_tasks (
+	task		text NOT NULL,
+	runs		bigint NOT NULL DEFAULT 0,
+	last_started_at timestamptz,
+	last_finished_at timestamptz,
+	last_rows	bigint,
+	last_ok		boolean,
+	total_rows	bigint NOT NULL DEFAULT 0,
+	last_error	text,
+	last_error_at timestamptz,
+	CONSTRAINT maintenance_tasks_pkey PRIMARY KEY (task)
+);
+COMMENT ON TABLE agentidp.maintenance_tasks IS
+'the last run of each maintenance task (agentidp.run_maintenance), for agentidp.worker_status';
+ALTER TABLE agentidp.maintenance_tasks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agentidp.maintenance_tasks FORCE ROW LEVEL SECURITY;
+INSERT INTO agentidp.maintenance_tasks (task)
+VALUES ('expiry'), ('audit_verification'), ('refusals'), ('webhooks'), ('issuer_keys'), ('quota_reset');
+
+CREATE FUNCTION agentidp._task_done(task text, started_at timestamptz, rows bigint, error text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE agentidp.maintenance_tasks AS t
+	SET runs = t.runs + 1,
+		last_started_at = _task_done.started_at,
+		last_finished_at = clock_timestamp(),
+		last_rows = _task_done.rows,
+		last_ok = _task_done.error IS NULL,
+		total_rows = t.total_rows + COALESCE(_task_done.rows, 0),
+		last_error = COALESCE(_task_done.error, t.last_error),
+		last_error_at = CASE WHEN _task_done.error IS NULL THEN t.last_error_at ELSE clock_timestamp() END
+	WHERE t.task = _task_done.task;
+END;
+COMMENT ON FUNCTION agentidp._task_done(text, timestamptz, bigint, text) IS
+'records a run of a maintenance task in agentidp.maintenance_tasks';
+
+/*
+ * Expiry, one batch: at most batch_size rows of each kind, oldest first.
+ * Rows another transaction holds are skipped (SKIP LOCKED): expiry never
+ * waits for, nor blocks, the token service.  Rows whose end is past by
+ * more than the clock-skew leeway go: a token, assertion or proof can no
+ * longer be accepted then, so its revocation or replay entry protects
+ * nothing.  Credentials and deleted agents are kept while a token
+ * obtained with them could still be valid (agentidp.max_token_lifetime
+ * plus the leeway after they ended), deleted agents for
+ * agentidp.deleted_agent_retention.  Deleting credentials and agents is
+ * audited, as every change to them is.
+ */
+CREATE FUNCTION agentidp.expire_batch(batch_size integer DEFAULT NULL)
+RETURNS TABLE(kind text, deleted bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	-- first a call into the library, which defines the settings read next
+	-- settings in seconds read back with a unit ('1min', '30d'), which interval input takes
+	grace interval := agentidp._max_token_lifetime() + current_setting('agentidp.clock_skew')::interval;
+	n integer := COALESCE(batch_size, current_setting('agentidp.expiry_batch_size')::integer);
+	skew interval := current_setting('agentidp.clock_skew')::interval;
+	retention interval := current_setting('agentidp.deleted_agent_retention')::interval;
+	c bigint;
+BEGIN
+	PERFORM agentidp._require(n BETWEEN 1 AND 1000000, '22023', 'batch_size must be 1 to 1000000');
+
+	DELETE FROM agentidp.revoked_tokens AS r
+	USING (SELECT x.tenant_id, x.jti FROM agentidp.revoked_tokens AS x
+		   WHERE x.expires_at < now() - skew ORDER BY x.expires_at LIMIT n
+		   FOR UPDATE SKIP LOCKED) AS d
+	WHERE r.tenant_id = d.tenant_id AND r.jti = d.jti;
+	GET DIAGNOSTICS c = ROW_COUNT;
+	kind := 'revoked_tokens'; deleted := c; RETURN NEXT;
+
+	-- recorded with the leeway already added (the assertion's exp + skew)
+	DELETE FROM agentidp.used_jtis AS u
+	USING (SELECT x.tenant_id, x.kind, x.jti FROM agentidp.used_jtis AS x
+		   WHERE x.expires_at < now() ORDER BY x.expires_at LIMIT n
+		   FOR UPDATE SKIP LOCKED) AS d
+	WHERE u.tenant_id = d.tenant_id AND u.kind = d.kind AND u.jti = d.jti;
+	GET DIAGNOSTICS c = ROW_COUNT;
+	kind := 'used_jtis'; deleted := c; RETURN NEXT;
+
+	-- a refresh token past either end can never be used again
+	DELETE FROM agentidp.refresh_tokens AS r
+	USING (SELECT x.tenant_id, x.token_id FROM agentidp.refresh_tokens AS x
+		   WHERE x.expires_at < now() - skew ORDER BY x.expires_at LIMIT n
+		   FOR UPDATE SKIP LOCKED) AS d
+	WHERE r.tenant_id = d.tenant_id AND r.token_id = d.token_id;
+	GET DIAGNOSTICS c = ROW_COUNT;
+	deleted := c;
+	DELETE FROM agentidp.refresh_tokens AS r
+	USING (SELECT x.tenant_id, x.token_id FROM agentidp.refresh_tokens AS x
+		   WHERE x.idle_expires_at < now() - skew ORDER BY x.idle_expires_at LIMIT n
+		   FOR UPDATE SKIP LOCKED) AS d
+	WHERE r.tenant_id = d.tenant_id AND r.token_id = d.token_id;
+	GET DIAGNOSTICS c = ROW_COUNT;
+	kind := 'refresh_tokens'; deleted := deleted + c; RETURN NEXT;
+
+	DELETE FROM agentidp.client_secrets AS s
+	USING (SELECT x.tenant_id, x.secret_id FROM agentidp.client_secrets AS x
+		   WHERE x.expires_at < now() - grace
+		   UNION
+		   SELECT x.tenant_id, x.secret_id FROM agentidp.client_secrets AS x
+		   WHERE x.revoked_at < now() - grace
+		   LIMIT n) AS d
+	WHERE s.tenant_id = d.tenant_id AND s.secret_id = d.secret_id;
+	GET DIAGNOSTICS c = ROW_COUNT;
+	kind := 'client_secrets'; deleted := c; RETURN NEXT;
+
+	DELETE FROM agentidp.client_keys AS k
+	USING (SELECT x.tenant_id, x.key_id FROM agentidp.client_keys AS x
+		   WHERE x.expires_at < now() - grace
+		   UNION
+		   SELECT x.tenant_id, x.key_id FROM agentidp.client_keys AS x
+		   WHERE x.revoked_at < now() - grace
+		   LIMIT n) AS d
+	WHERE k.tenant_id = d.tenant_id AND k.key_id = d.key_id;
+	GET DIAGNOSTICS c = ROW_COUNT;
+	kind := 'client_keys'; deleted := c; RETURN NEXT;
+
+	deleted := agentidp._purge_deleted_agents(now() - GREATEST(retention, grace), n);
+	kind := 'agents'; RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION agentidp.expire_batch(integer) IS
+'deletes one batch (agentidp.expiry_batch_size by default) of each kind of expired row; returns how many of each';
+
+/*
+ * A deleted agent is final; after the retention its rows go, with what
+ * still refers to them.  Its credentials were revoked when it was
+ * deleted; its refresh tokens, delegation grants and roles go with it.
+ */
+CREATE FUNCTION agentidp._purge_deleted_agents(deleted_before timestamptz, max_agents integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	c bigint;
+BEGIN
+	CREATE TEMP TABLE IF NOT EXISTS agentidp_purge (tenant_id uuid, agent_id uuid) ON COMMIT DROP;
+	TRUNCATE agentidp_purge;
+	INSERT INTO agentidp_purge
+	SELECT a.tenant_id, a.agent_id FROM agentidp.agents AS a
+	WHERE a.status = 'deleted' AND a.deleted_at < deleted_before
+	ORDER BY a.deleted_at LIMIT max_agents
+	FOR UPDATE SKIP LOCKED;
+
+	DELETE FROM agentidp.refresh_tokens AS r USING agentidp_purge AS p
+	WHERE r.tenant_id = p.tenant_id AND r.agent_id = p.agent_id;
+	DELETE FROM agentidp.may_act AS m USING agentidp_purge AS p
+	WHERE m.tenant_id = p.tenant_id AND (m.subject_agent_id = p.agent_id OR m.actor_agent_id = p.agent_id);
+	DELETE FROM agentidp.client_secrets AS s USING agentidp_purge AS p
+	WHERE s.tenant_id = p.tenant_id AND s.agent_id = p.agent_id;
+	DELETE FROM agentidp.client_keys AS k USING agentidp_purge AS p
+	WHERE k.tenant_id = p.tenant_id AND k.agent_id = p.agent_id;
+	DELETE FROM agentidp.agents AS a USING agentidp_purge AS p
+	WHERE a.tenant_id = p.tenant_id AND a.agent_id = p.agent_id;
+	GET DIAGNOSTICS c = ROW_COUNT;
+	RETURN c;
+END
+$$;
+COMMENT ON FUNCTION agentidp._purge_deleted_agents(timestamptz, integer) IS
+'deletes up to max_agents agents deleted before the given time, with their credentials, refresh tokens and delegation grants';
+
+/*
+ * Incremental verification of the audit chains (src/audit_verify.c).
+ */
+CREATE FUNCTION agentidp.verify_audit_increment(max_rows integer DEFAULT 100000)
+RETURNS TABLE(tenant_id uuid, ok boolean, rows_checked bigint, first_bad_seq bigint, reason text,
+			  newly_broken boolean)
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_verify_audit_increment';
+COMMENT ON FUNCTION agentidp.verify_audit_increment(integer) IS
+'verifies each tenant''s audit rows written since the last run (at most max_rows per tenant) and remembers how far it got';
+
+/* whether agentidp came from shared_preload_libraries (bgworker/launcher.c) */
+CREATE FUNCTION agentidp._preloaded() RETURNS boolean
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'agentidp_preloaded_sql';
+COMMENT ON FUNCTION agentidp._preloaded() IS
+'true when agentidp is in shared_preload_libraries: shared memory and the background worker are there';
+
+/* the launcher serves this database from now on (bgworker/launcher.c) */
+CREATE FUNCTION agentidp._wake_worker() RETURNS boolean
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_wake_worker';
+COMMENT ON FUNCTION agentidp._wake_worker() IS
+'asks the background worker''s launcher to look for databases with agentidp now; false when it is not running';
+
+/*
+ * Every task, each in its own short transactions: what the background
+ * worker runs every agentidp.worker_naptime, and what pg_cron runs where
+ * the library cannot be preloaded (CALL agentidp.run_maintenance()).  A
+ * task that fails is recorded and the others still run.  Expiry stops
+ * when nothing is left or after time_budget, whichever comes first.
+ *
+ * A procedure that commits cannot have a SET clause, so it pins no
+ * search_path: it names everything of agentidp with its schema, and the
+ * built-in functions it calls come from pg_catalog, which is searched
+ * first unless the caller's path names it later.  It runs with its
+ * caller's rights, a superuser's in the worker and the job owner's under
+ * pg_cron.
+ */
+CREATE PROCEDURE agentidp.run_maintenance(time_budget interval DEFAULT '1 minute')
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	started timestamptz;
+	deadline timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) time_budget;
+	total bigint;
+	n bigint;
+	err text;
+	r record;
+BEGIN
+	-- expiry: batch after batch, each its own transaction
+	started := pg_catalog.clock_timestamp();
+	total := 0;
+	err := NULL;
+	LOOP
+		BEGIN
+			SELECT COALESCE(pg_catalog.sum(b.deleted), 0) INTO n FROM agentidp.expire_batch() AS b;
+		EXCEPTION WHEN OTHERS THEN
+			err := SQLERRM;
+			n := 0;
+		END;
+		total := total OPERATOR(pg_catalog.+) n;
+		EXIT WHEN n OPERATOR(pg_catalog.=) 0
+			OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
+		COMMIT;
+	END LOOP;
+	PERFORM agentidp._task_done('expiry', started, total, err);
+	COMMIT;
+
+	-- audit chains: what was written since the last run
+	started := pg_catalog.clock_timestamp();
+	total := 0;
+	err := NULL;
+	BEGIN
+		FOR r IN SELECT * FROM agentidp.verify_audit_increment() LOOP
+			total := total OPERATOR(pg_catalog.+) r.rows_checked;
+			IF r.newly_broken THEN
+				RAISE WARNING 'agentidp: the audit chain of tenant % is broken at row %: %',
+					r.tenant_id, r.first_bad_seq, r.reason;
+			END IF;
+		END LOOP;
+	EXCEPTION WHEN OTHERS THEN
+		err := SQLERRM;
+	END;
+	PERFORM agentidp._task_done('audit_verification', started, total, err);
+	COMMIT;
+
+	-- refused grants queued in shared memory (preloaded only)
+	IF agentidp._preloaded() THEN
+		started := pg_catalog.clock_timestamp();
+		n := NULL;
+		err := NULL;
+		BEGIN
+			n := agentidp.drain_refusals();
+		EXCEPTION WHEN OTHERS THEN
+			err := SQLERRM;
+		END;
+		PERFORM agentidp._task_done('refusals', started, n, err);
+		COMMIT;
+	END IF;
+END
+$$;
+COMMENT ON PROCEDURE agentidp.run_maintenance(interval) IS
+'runs every maintenance task: expiry, incremental audit verification, queued refusals; for the worker and for pg_cron';
+
+/*
+ * What the worker has done here, task by task, and the processes doing
+ * it now.  A view with its owner's rights: administrators see the
+ * database-wide status without reading the table.
+ */
+CREATE VIEW agentidp.worker_status AS
+SELECT t.task, t.runs, t.last_started_at, t.last_finished_at, t.last_ok, t.last_rows, t.total_rows,
+	   t.last_error, t.last_error_at,
+	   (SELECT pg_catalog.array_agg(a.pid ORDER BY a.pid) FROM pg_catalog.pg_stat_activity AS a
+		WHERE a.backend_type OPERATOR(pg_catalog.=) 'agentidp worker'
+		  AND a.datid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database AS d
+											  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))
+		AS worker_pids
+FROM agentidp.maintenance_tasks AS t;
+COMMENT ON VIEW agentidp.worker_status IS
+'each maintenance task''s last run (rows handled, last error) and the worker processes serving this database';
+GRANT SELECT ON agentidp.worker_status TO agentidp_admin;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
+REVOKE ALL ON PROCEDURE agentidp.run_maintenance(interval) FROM PUBLIC;
+
+-- a worker already running picks this database up at once
+SELECT agentidp._wake_worker();
