@@ -238,6 +238,45 @@ COMMENT ON FUNCTION agentidp._wake_worker() IS
 'asks the background worker''s launcher to look for databases with agentidp now; false when it is not running';
 
 /*
+ * Hooks of the tasks that other parts fill in: webhook delivery and its
+ * outbox (docs/worker.md), trusted issuers' key sets, quota windows.
+ * Until then they do nothing.
+ */
+CREATE FUNCTION agentidp._enqueue_event(tenant_id uuid, event text, data jsonb) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT;
+END;
+COMMENT ON FUNCTION agentidp._enqueue_event(uuid, text, jsonb) IS
+'queues an event for the tenant''s webhook subscribers, in the calling transaction';
+
+CREATE PROCEDURE agentidp.deliver_webhooks(INOUT delivered bigint DEFAULT 0,
+										   time_budget interval DEFAULT '30 seconds')
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	delivered := 0;
+END
+$$;
+COMMENT ON PROCEDURE agentidp.deliver_webhooks(bigint, interval) IS
+'delivers queued webhook events; returns how many were delivered';
+
+CREATE FUNCTION agentidp.refresh_issuer_keys() RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+RETURN 0;
+COMMENT ON FUNCTION agentidp.refresh_issuer_keys() IS
+'fetches the key sets of trusted external issuers that are due; returns how many were refreshed';
+
+CREATE FUNCTION agentidp.reset_quotas() RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+RETURN 0;
+COMMENT ON FUNCTION agentidp.reset_quotas() IS
+'starts the new counting windows of quotas whose window ended; returns how many (a hook for the limits)';
+
+/*
  * Every task, each in its own short transactions: what the background
  * worker runs every agentidp.worker_naptime, and what pg_cron runs where
  * the library cannot be preloaded (CALL agentidp.run_maintenance()).  A
@@ -291,6 +330,8 @@ BEGIN
 			IF r.newly_broken THEN
 				RAISE WARNING 'agentidp: the audit chain of tenant % is broken at row %: %',
 					r.tenant_id, r.first_bad_seq, r.reason;
+				PERFORM agentidp._enqueue_event(r.tenant_id, 'audit.chain_broken',
+					pg_catalog.jsonb_build_object('first_bad_seq', r.first_bad_seq, 'reason', r.reason));
 			END IF;
 		END LOOP;
 	EXCEPTION WHEN OTHERS THEN
@@ -312,10 +353,42 @@ BEGIN
 		PERFORM agentidp._task_done('refusals', started, n, err);
 		COMMIT;
 	END IF;
+
+	-- trusted issuers' key sets, and quota windows
+	started := pg_catalog.clock_timestamp();
+	n := NULL;
+	err := NULL;
+	BEGIN
+		n := agentidp.refresh_issuer_keys();
+	EXCEPTION WHEN OTHERS THEN
+		err := SQLERRM;
+	END;
+	PERFORM agentidp._task_done('issuer_keys', started, n, err);
+	COMMIT;
+	started := pg_catalog.clock_timestamp();
+	n := NULL;
+	err := NULL;
+	BEGIN
+		n := agentidp.reset_quotas();
+	EXCEPTION WHEN OTHERS THEN
+		err := SQLERRM;
+	END;
+	PERFORM agentidp._task_done('quota_reset', started, n, err);
+	COMMIT;
+
+	-- webhooks last: delivery waits on the network, outside any transaction
+	-- that holds locks; it records its own errors (a procedure that
+	-- commits cannot run inside an exception block)
+	started := pg_catalog.clock_timestamp();
+	n := 0;
+	CALL agentidp.deliver_webhooks(n, GREATEST(deadline OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp(),
+										interval '1 second'));
+	PERFORM agentidp._task_done('webhooks', started, n, NULL);
+	COMMIT;
 END
 $$;
 COMMENT ON PROCEDURE agentidp.run_maintenance(interval) IS
-'runs every maintenance task: expiry, incremental audit verification, queued refusals; for the worker and for pg_cron';
+'runs every maintenance task: expiry, incremental audit verification, queued refusals, trusted issuers'' keys, quota windows, webhooks; for the worker and for pg_cron';
 
 /*
  * What the worker has done here, task by task, and the processes doing
@@ -337,6 +410,7 @@ GRANT SELECT ON agentidp.worker_status TO agentidp_admin;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;
 REVOKE ALL ON PROCEDURE agentidp.run_maintenance(interval) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE agentidp.deliver_webhooks(bigint, interval) FROM PUBLIC;
 
 -- a worker already running picks this database up at once
 SELECT agentidp._wake_worker();

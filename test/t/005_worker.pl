@@ -68,7 +68,7 @@ wait_for('postgres', "SELECT runs >= 2 FROM agentidp.worker_status WHERE task = 
 is( $node->safe_psql('postgres', q{
 		SELECT string_agg(task || ':' || (last_error IS NULL), ',' ORDER BY task)
 		FROM agentidp.worker_status WHERE runs > 0}),
-	'audit_verification:true,expiry:true,refusals:true',
+	'audit_verification:true,expiry:true,issuer_keys:true,quota_reset:true,refusals:true,webhooks:true',
 	'start: each task ran without error');
 # the database without agentidp was visited once, then left alone
 my $log = slurp_file($node->logfile);

@@ -52,7 +52,7 @@ while (time() < $deadline)
 is($done, 't', 'pg_cron: expired rows are gone and the chain is verified to its head');
 is( $node->safe_psql('postgres', q{
 		SELECT string_agg(task || ':' || last_ok, ',' ORDER BY task) FROM agentidp.worker_status WHERE runs > 0}),
-	'audit_verification:true,expiry:true', 'pg_cron: worker_status shows the runs, without error');
+	'audit_verification:true,expiry:true,issuer_keys:true,quota_reset:true,webhooks:true', 'pg_cron: worker_status shows the runs, without error');
 is( $node->safe_psql('postgres', q{
 		SELECT count(*) > 0 AND bool_and(status = 'succeeded') FROM cron.job_run_details}),
 	't', 'pg_cron: the job succeeded');
