@@ -199,7 +199,8 @@ AS $$
 BEGIN
 	PERFORM agentidp.authenticate(token);
 	IF as_role IS NOT NULL THEN
-		EXECUTE format('SET LOCAL ROLE %I', as_role::text);
+		-- regrole's text is already quoted where the name needs it
+		EXECUTE format('SET LOCAL ROLE %s', as_role::text);
 	END IF;
 END
 $$;

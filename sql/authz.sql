@@ -248,6 +248,13 @@ SET ROLE regress_admin_a;
 SELECT row_number, row_data - 'tenant_id' AS row_data
 FROM agentidp.preview_access(:'tok_a', 'SELECT id, body, tenant_id FROM public.docs ORDER BY id', 'regress_app');
 SELECT count(*) AS rows_b FROM agentidp.preview_access(:'tok_ro', 'SELECT * FROM public.docs', 'regress_app', 2);
+-- a role whose name needs quoting
+RESET ROLE;
+CREATE ROLE "regress Mixed" IN ROLE regress_app;
+GRANT "regress Mixed" TO regress_admin_a;
+SET ROLE regress_admin_a;
+SELECT count(*) AS rows_as_quoted_role
+FROM agentidp.preview_access(:'tok_a', 'SELECT * FROM public.docs', '"regress Mixed"');
 SELECT agentidp.current_tenant() AS identity_after_preview;
 SELECT * FROM agentidp.preview_access(:'tok_a', 'DELETE FROM public.docs', 'regress_app');
 SELECT * FROM agentidp.preview_access(:'tok_a', 'WITH d AS (DELETE FROM public.docs RETURNING *) SELECT * FROM d', 'regress_app');
@@ -288,6 +295,7 @@ SELECT * FROM agentidp.preview_write(:'tok_a', 'DELETE FROM public.docs');
 \set VERBOSITY default
 RESET ROLE;
 REVOKE regress_app FROM regress_admin_a;
+DROP ROLE "regress Mixed";
 -- nothing the previews ran survived
 SELECT tenant_id = :'ta' AS tenant_a, id, body FROM public.docs ORDER BY tenant_id = :'ta', id;
 
