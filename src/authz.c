@@ -32,6 +32,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/uuid.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
@@ -42,6 +43,7 @@
 #include "parser/parser.h"
 
 #include "agentidp.h"
+#include "issuers.h"
 #include "token_state.h"
 #include "tokens.h"
 
@@ -64,15 +66,38 @@ set_identity(Jsonb *claims)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
-/* the claims of the current identity; NULL when there is none */
+/*
+ * The identity parsed once: the helpers run in row-level security
+ * policies, twice or more per query, and parsing the claims each time
+ * would cost more than the lookup they guard.  The cache holds the text
+ * it was parsed from; any change of agentidp.identity (a new
+ * authenticate(), the end of the transaction) misses it.
+ */
+static MemoryContext identity_cxt = NULL;
+static char *identity_text = NULL;
+static Jsonb *identity_claims = NULL;
+
+/* the claims of the current identity, read-only; NULL when there is none */
 static Jsonb *
 identity(void)
 {
 	const char *text = agentidp_identity;
+	MemoryContext old;
 
 	if (text == NULL || text[0] == '\0')
 		return NULL;
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (identity_text != NULL && strcmp(identity_text, text) == 0)
+		return identity_claims;
+	if (identity_cxt == NULL)
+		identity_cxt = AllocSetContextCreate(TopMemoryContext, "agentidp identity",
+											 ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(identity_cxt);
+	identity_text = NULL;
+	old = MemoryContextSwitchTo(identity_cxt);
+	identity_claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	identity_text = pstrdup(text);
+	MemoryContextSwitchTo(old);
+	return identity_claims;
 }
 
 static JsonbValue *
@@ -175,10 +200,14 @@ Datum
 agentidp_current_claims(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *claims = identity();
+	Jsonb	   *copy;
 
 	if (claims == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_JSONB_P(claims);
+	/* the caller's own copy: the cache's may go at the next change */
+	copy = palloc(VARSIZE(claims));
+	memcpy(copy, claims, VARSIZE(claims));
+	PG_RETURN_JSONB_P(copy);
 }
 
 Datum
@@ -214,7 +243,8 @@ agentidp_acting_for(PG_FUNCTION_ARGS)
 	Jsonb	   *claims = identity();
 	pg_uuid_t  *s;
 
-	if (claims == NULL || act_sub(claims) == NULL)
+	/* a person of an outside issuer is no agent here: see current_claims() */
+	if (claims == NULL || act_sub(claims) == NULL || member(claims, "subject_issuer") != NULL)
 		PG_RETURN_NULL();
 	s = uuid_member(claims, "sub");
 	if (s == NULL)
@@ -325,6 +355,8 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 	char	   *jti;
 	char	   *actor;
 	char	   *cred;
+	char	   *subject_issuer;
+	bool		trusted;
 	TokenState	st;
 	AgentidpOwnerContext oc;
 
@@ -340,7 +372,11 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 	if (anonymous_claims(claims))
 		PG_RETURN_VOID();
 	tenant = uuid_member(claims, "tenant_id");
-	agent = uuid_member(claims, "sub");
+	subject_issuer = string_member(claims, "subject_issuer");
+	/* a person's token (subject_issuer) stands for its acting agent */
+	agent = subject_issuer != NULL ? NULL : uuid_member(claims, "sub");
+	if (subject_issuer != NULL && (actor = act_sub(claims)) != NULL && canonical_uuid(actor))
+		agent = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(actor)));
 	jti = string_member(claims, "jti");
 	if (!JB_ROOT_IS_OBJECT(claims) || tenant == NULL || agent == NULL || jti == NULL)
 		refuse_claims("not an agentidp access token");
@@ -356,6 +392,7 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 	SPI_connect();
 	agentidp_become_owner(&oc);
 	agentidp_token_state(tenant, agent, jti, NULL, cred, &st);
+	trusted = subject_issuer == NULL || agentidp_issuer_trusted(tenant, subject_issuer);
 	if (st.tenant_found && actor != NULL)
 	{
 		TokenState	ast;
@@ -377,6 +414,8 @@ agentidp_postgrest_pre_request(PG_FUNCTION_ARGS)
 		refuse_claims("the agent is not active");
 	if (!st.cred_active)
 		refuse_claims("the credential it was obtained with is revoked");
+	if (!trusted)
+		refuse_claims("the subject's issuer is no longer trusted");
 	set_identity(claims);
 	PG_RETURN_VOID();
 }

@@ -1,0 +1,13 @@
+-- bench/rls.sh: one point lookup per transaction, by id, in
+-- bench_rls.constant, whose policy has the tenant's id
+-- written in.
+-- The ids of tenant bench-rls are the multiples of 10 (slot 0); the query
+-- names no tenant, the policy does.  The seven scripts of bench/rls/ run
+-- the same transaction (authenticate(), one query), so that the runs differ
+-- by the query only; -D token=... is a fresh access token of agent
+-- bench-rls.
+\set id 10 * random(1, 100000)
+BEGIN;
+SELECT agentidp.authenticate(:token) IS NOT NULL;
+SELECT payload FROM bench_rls.constant WHERE id = :id;
+END;
