@@ -19,6 +19,7 @@ OBJS = \
 	src/audit_verify.o \
 	src/authz.o \
 	src/credentials.o \
+	src/issuers.o \
 	src/jose.o \
 	src/jose_json.o \
 	src/jwk.o \
@@ -32,7 +33,7 @@ DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp-
 	agentidp--0.4--0.5.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race
@@ -66,7 +67,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h bgworker/worker.h
 
 .PHONY: run test stop deps tap isolationcheck
 

@@ -238,6 +238,146 @@ COMMENT ON FUNCTION agentidp._wake_worker() IS
 'asks the background worker''s launcher to look for databases with agentidp now; false when it is not running';
 
 /*
+ * Trusted external issuers: a person's identity provider, whose tokens
+ * token exchange accepts as the subject an agent acts for
+ * (docs/delegation.md).  The tenant's administrators trust and untrust
+ * them (audited, as every change to agentidp's configuration); the worker
+ * fetches their key sets into agentidp.issuer_keys, a cache that is not
+ * audited.
+ */
+CREATE TABLE agentidp.trusted_issuers (
+	tenant_id	uuid NOT NULL REFERENCES agentidp.tenants ON DELETE CASCADE,
+	issuer		text NOT NULL CONSTRAINT trusted_issuers_issuer_valid
+				CHECK (pg_catalog.length(issuer) OPERATOR(pg_catalog.<=) 255),
+	jwks_uri	text NOT NULL CONSTRAINT trusted_issuers_jwks_uri_valid
+				CHECK (pg_catalog.length(jwks_uri) OPERATOR(pg_catalog.<=) 2048),
+	scopes		text[] CONSTRAINT trusted_issuers_scopes_valid CHECK (scopes IS NULL OR agentidp._valid_scopes(scopes)),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	CONSTRAINT trusted_issuers_pkey PRIMARY KEY (tenant_id, issuer)
+);
+COMMENT ON TABLE agentidp.trusted_issuers IS
+'outside issuers (people''s identity providers) whose tokens token exchange accepts as the subject, with the most their people may delegate';
+SELECT pg_catalog.pg_extension_config_dump('agentidp.trusted_issuers', '');
+ALTER TABLE agentidp.trusted_issuers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agentidp.trusted_issuers FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_admin ON agentidp.trusted_issuers
+	USING (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]))
+	WITH CHECK (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]));
+CREATE TRIGGER agentidp_audit AFTER INSERT OR UPDATE OR DELETE ON agentidp.trusted_issuers
+	FOR EACH ROW EXECUTE FUNCTION agentidp.audit_trigger();
+CREATE TRIGGER agentidp_audit_truncate BEFORE TRUNCATE ON agentidp.trusted_issuers
+	FOR EACH STATEMENT EXECUTE FUNCTION agentidp._audited_truncate_refused();
+GRANT SELECT ON agentidp.trusted_issuers TO agentidp_admin;
+
+CREATE TABLE agentidp.issuer_keys (
+	tenant_id	uuid NOT NULL,
+	issuer		text NOT NULL,
+	jwks		jsonb,					-- the public keys last fetched, checked; NULL before the first
+	fetched_at	timestamptz,
+	next_fetch_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	refresh_requested_at timestamptz,	-- a token named a kid not in jwks
+	last_error	text,
+	last_error_at timestamptz,
+	CONSTRAINT issuer_keys_pkey PRIMARY KEY (tenant_id, issuer),
+	CONSTRAINT issuer_keys_issuer_fkey FOREIGN KEY (tenant_id, issuer)
+		REFERENCES agentidp.trusted_issuers (tenant_id, issuer) ON DELETE CASCADE ON UPDATE CASCADE
+);
+COMMENT ON TABLE agentidp.issuer_keys IS
+'the cached key sets of trusted issuers, fetched by agentidp.refresh_issuer_keys()';
+CREATE INDEX issuer_keys_due_idx ON agentidp.issuer_keys (next_fetch_at);
+ALTER TABLE agentidp.issuer_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agentidp.issuer_keys FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_admin ON agentidp.issuer_keys
+	USING (tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[]));
+GRANT SELECT ON agentidp.issuer_keys TO agentidp_admin;
+
+/* an issuer identifier (RFC 8414 section 2) or a key set's URL: absolute http(s), a host, no fragment */
+CREATE FUNCTION agentidp._check_http_url(url text, what text, allow_query boolean) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM agentidp._require(url IS NOT NULL, '22004', format('%s must not be null', what));
+	PERFORM agentidp._require(
+		url ~ '^https?://[^/?#@[:space:][:cntrl:]]+(/[^#[:space:][:cntrl:]]*)?$'
+		AND (allow_query OR position('?' in url) = 0), '22023',
+		format('%s must be an absolute http(s) URL with a host', what),
+		NULL, CASE WHEN allow_query THEN 'No user information, fragment or white space.'
+				   ELSE 'No user information, query, fragment or white space.' END);
+END
+$$;
+
+CREATE FUNCTION agentidp.trust_issuer(tenant_id uuid, issuer text, jwks_uri text, scopes text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t agentidp.tenants;
+BEGIN
+	t := agentidp._visible_tenant(tenant_id);
+	PERFORM agentidp._check_http_url(issuer, 'issuer', false);
+	PERFORM agentidp._check_http_url(jwks_uri, 'jwks_uri', true);
+	PERFORM agentidp._require(length(issuer) <= 255, '22023', 'issuer must be at most 255 characters');
+	PERFORM agentidp._require(length(jwks_uri) <= 2048, '22023', 'jwks_uri must be at most 2048 characters');
+	PERFORM agentidp._require(issuer <> t.issuer, '22023', 'a tenant does not trust itself as an outside issuer');
+	IF scopes IS NOT NULL THEN
+		PERFORM agentidp._check_scopes(scopes);
+	END IF;
+	INSERT INTO agentidp.trusted_issuers AS x (tenant_id, issuer, jwks_uri, scopes)
+	VALUES (t.tenant_id, issuer, jwks_uri,
+			CASE WHEN scopes IS NOT NULL THEN ARRAY(SELECT DISTINCT s FROM unnest(scopes) AS s ORDER BY s) END)
+	ON CONFLICT ON CONSTRAINT trusted_issuers_pkey DO UPDATE
+	SET jwks_uri = excluded.jwks_uri, scopes = excluded.scopes;
+	-- a new or moved key set is fetched at the next run
+	PERFORM agentidp._issuer_keys_due(t.tenant_id, issuer);
+END
+$$;
+COMMENT ON FUNCTION agentidp.trust_issuer(uuid, text, text, text[]) IS
+'trusts an outside issuer''s tokens as token exchange subjects (within scopes, when given); the worker fetches its key set from jwks_uri';
+
+/* the cache row is not the administrators' to write: created or made due as the owner */
+CREATE FUNCTION agentidp._issuer_keys_due(tenant_id uuid, issuer text) RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	INSERT INTO agentidp.issuer_keys AS k (tenant_id, issuer, next_fetch_at)
+	VALUES (_issuer_keys_due.tenant_id, _issuer_keys_due.issuer, now())
+	ON CONFLICT ON CONSTRAINT issuer_keys_pkey DO UPDATE SET next_fetch_at = now(), jwks = NULL;
+END;
+
+CREATE FUNCTION agentidp.untrust_issuer(tenant_id uuid, issuer text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t agentidp.tenants;
+BEGIN
+	t := agentidp._visible_tenant(tenant_id);
+	DELETE FROM agentidp.trusted_issuers AS x WHERE x.tenant_id = t.tenant_id AND x.issuer = untrust_issuer.issuer;
+	PERFORM agentidp._require(FOUND, '42704', format('issuer "%s" is not trusted by this tenant', issuer));
+END
+$$;
+COMMENT ON FUNCTION agentidp.untrust_issuer(uuid, text) IS
+'ends the trust in an outside issuer: tokens exchanged for its people stop verifying at once';
+
+/* a fetched key set, checked: public keys of the algorithms agentidp verifies (src/issuers.c) */
+CREATE FUNCTION agentidp._public_key_set(jwks jsonb) RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT
+AS 'MODULE_PATHNAME', 'agentidp_public_key_set';
+COMMENT ON FUNCTION agentidp._public_key_set(jsonb) IS
+'the keys of a JWK Set that are valid public signing keys with a kid; raises when none is';
+
+GRANT EXECUTE ON FUNCTION
+	agentidp.trust_issuer(uuid, text, text, text[]),
+	agentidp.untrust_issuer(uuid, text),
+	agentidp._check_http_url(text, text, boolean),
+	agentidp._issuer_keys_due(uuid, text)
+	TO agentidp_admin;
+REVOKE ALL ON FUNCTION agentidp._issuer_keys_due(uuid, text) FROM PUBLIC;
+
+/*
  * Hooks of the tasks that other parts fill in: webhook delivery and its
  * outbox (docs/worker.md), trusted issuers' key sets, quota windows.
  * Until then they do nothing.
@@ -263,9 +403,8 @@ COMMENT ON PROCEDURE agentidp.deliver_webhooks(bigint, interval) IS
 'delivers queued webhook events; returns how many were delivered';
 
 CREATE FUNCTION agentidp.refresh_issuer_keys() RETURNS bigint
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-RETURN 0;
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'agentidp_refresh_issuer_keys';
 COMMENT ON FUNCTION agentidp.refresh_issuer_keys() IS
 'fetches the key sets of trusted external issuers that are due; returns how many were refreshed';
 

@@ -45,6 +45,7 @@
 #include "refusals.h"
 #include "token_state.h"
 #include "tokens.h"
+#include "issuers.h"
 
 PG_FUNCTION_INFO_V1(agentidp_issue_token);
 PG_FUNCTION_INFO_V1(agentidp_refresh_token);
@@ -391,7 +392,8 @@ grant_audience(text *requested, const Issuance *is)
 /* an RFC 9068 access token, signed with the tenant's active key */
 static char *
 sign_access_token(const Issuance *is, const char *scope, const char *aud,
-				  const char *jti, int64 iat, int64 exp, const char *act)
+				  const char *jti, int64 iat, int64 exp, const char *act,
+				  const char *subject, const char *subject_issuer)
 {
 	StringInfoData c;
 	Jsonb	   *header;
@@ -401,8 +403,14 @@ sign_access_token(const Issuance *is, const char *scope, const char *aud,
 	appendStringInfoChar(&c, '{');
 	append_json_string(&c, "iss", is->issuer);
 	appendStringInfoChar(&c, ',');
-	append_json_string(&c, "sub", uuid_text(&is->agent_id));
+	append_json_string(&c, "sub", subject ? subject : uuid_text(&is->agent_id));
 	appendStringInfoChar(&c, ',');
+	if (subject_issuer != NULL)
+	{
+		/* sub is a person of that issuer, not an agent of this one */
+		append_json_string(&c, "subject_issuer", subject_issuer);
+		appendStringInfoChar(&c, ',');
+	}
 	append_json_string(&c, "aud", aud);
 	appendStringInfo(&c, ",\"exp\":" INT64_FORMAT ",\"iat\":" INT64_FORMAT
 					 ",\"nbf\":" INT64_FORMAT ",",
@@ -624,6 +632,9 @@ typedef struct Delegation
 	const pg_uuid_t *actor;		/* the acting agent, audited as the actor */
 	const char *act;			/* the token's "act" claim, JSON */
 	int64		exp_cap;		/* the subject token's exp: never beyond */
+	/* a person of a trusted issuer as the subject: sub and its issuer */
+	const char *subject;
+	const char *subject_issuer;
 } Delegation;
 
 static Jsonb *
@@ -642,7 +653,8 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 
 	if (dg != NULL && dg->exp_cap < exp)
 		exp = dg->exp_cap;
-	access = sign_access_token(is, scope, aud, jti, iat, exp, dg ? dg->act : NULL);
+	access = sign_access_token(is, scope, aud, jti, iat, exp, dg ? dg->act : NULL,
+							   dg ? dg->subject : NULL, dg ? dg->subject_issuer : NULL);
 
 	/*
 	 * A delegated token is not refreshed: the subject's token bounds it.
@@ -678,7 +690,12 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	if (dg != NULL)
 	{
 		appendStringInfoChar(&detail, ',');
-		append_json_string(&detail, "subject", uuid_text(&is->agent_id));
+		append_json_string(&detail, "subject", dg->subject ? dg->subject : uuid_text(&is->agent_id));
+		if (dg->subject_issuer != NULL)
+		{
+			appendStringInfoChar(&detail, ',');
+			append_json_string(&detail, "subject_issuer", dg->subject_issuer);
+		}
 		appendStringInfo(&detail, ",\"act\":%s", dg->act);
 	}
 	appendStringInfoChar(&detail, '}');
@@ -1249,6 +1266,30 @@ verified_store(const uint8 *hash, const pg_uuid_t *tenant, const char *kid, Json
 }
 
 /* the current actor of a delegated token must still be an active agent */
+/*
+ * The agent a token stands for: its sub, or for a person's token (one with
+ * subject_issuer) the acting agent of its "act"; NULL when that is missing.
+ */
+static char *
+token_agent(Jsonb *payload)
+{
+	JsonbValue *act;
+	JsonbValue	k;
+	JsonbValue *actor;
+
+	if (claim(payload, "subject_issuer") == NULL)
+		return string_claim(payload, "sub");
+	act = claim(payload, "act");
+	if (act == NULL || act->type != jbvBinary)
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = "sub";
+	k.val.string.len = 3;
+	actor = findJsonbValueFromContainer(act->val.binary.data, JB_FOBJECT, &k);
+	return (actor != NULL && actor->type == jbvString) ?
+		pnstrdup(actor->val.string.val, actor->val.string.len) : NULL;
+}
+
 static void
 check_actor(const pg_uuid_t *tenant, JsonbValue *act)
 {
@@ -1296,6 +1337,8 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 	Jsonb	   *payload;
 	char	   *tenant_claim;
 	char	   *sub;
+	char	   *subject_issuer;
+	char	   *agent;
 	char	   *jti;
 	char	   *iss;
 	int64		exp;
@@ -1360,8 +1403,16 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 	if ((nbf >= 0 && nbf > now + agentidp_clock_skew) || iat > now + agentidp_clock_skew)
 		invalid_token("not yet valid");
 
-	/* sub is an agent id: a uuid in its canonical text form */
-	if (!canonical_uuid(sub))
+	/*
+	 * sub is an agent id, a uuid in its canonical text form; or, with
+	 * subject_issuer, a person of a trusted issuer, and the agent whose
+	 * status and credential count is the actor.
+	 */
+	subject_issuer = string_claim(payload, "subject_issuer");
+	agent = token_agent(payload);
+	if (agent == NULL)
+		invalid_token("a person's token names no acting agent");
+	if (!canonical_uuid(agent))
 		invalid_token("unknown agent");
 	cred = string_claim(payload, "cred");
 	if (cred == NULL && claim(payload, "cred") != NULL)
@@ -1370,7 +1421,7 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 						 cred[1] != ':' || !canonical_uuid(cred + 2)))
 		invalid_token("malformed cred claim");
 	agentidp_token_state(&key_tenant,
-						 DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(sub))),
+						 DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(agent))),
 						 jti, kid, cred, &st);
 	if (!st.tenant_found)
 		invalid_token("unknown tenant");
@@ -1400,6 +1451,9 @@ verify_access_token(text *token, text *audience, int flags, int64 now)
 		/* a delegated token ends with its actor too */
 		if (act != NULL && act->type == jbvBinary)
 			check_actor(&key_tenant, act);
+		/* and a person's with the trust in the person's issuer */
+		if (subject_issuer != NULL && !agentidp_issuer_trusted(&key_tenant, subject_issuer))
+			invalid_token("the subject's issuer is no longer trusted");
 	}
 	/* a sender-constrained token is valid only with its proof (RFC 9449 7.1) */
 	if (!(flags & VERIFY_BOUND_OK) && claim(payload, "cnf") != NULL)
@@ -1612,7 +1666,8 @@ agentidp_revoke_token(PG_FUNCTION_ARGS)
 	{
 		char	   *jti = string_claim(claims, "jti");
 		char	   *cid = string_claim(claims, "client_id");
-		char	   *sub = string_claim(claims, "sub");
+		/* verified: the agent is there and a canonical uuid */
+		char	   *sub = token_agent(claims);
 		char	   *tid = string_claim(claims, "tenant_id");
 		Oid			argtypes[3] = {UUIDOID, TEXTOID, TIMESTAMPTZOID};
 		Datum		args[3];
@@ -1739,8 +1794,8 @@ private_member(Jsonb *jwk)
 }
 
 /* the payload of a parsed JWS signed by a public JWK, imported for this call */
-static Jsonb *
-verify_with_public_jwk(AgentidpJws *jws, Jsonb *jwk)
+Jsonb *
+agentidp_verify_with_public_jwk(AgentidpJws *jws, Jsonb *jwk)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "agentidp request key",
 											  ALLOCSET_SMALL_SIZES);
@@ -1827,7 +1882,7 @@ check_dpop(text *proof, text *htm, text *htu, text *access_token,
 	if (private_member(jwk) != NULL)
 		invalid_dpop("the header's jwk is not a public key");
 
-	claims = verify_with_public_jwk(&jws, jwk);
+	claims = agentidp_verify_with_public_jwk(&jws, jwk);
 
 	jti = string_claim(claims, "jti");
 	c_htm = string_claim(claims, "htm");
@@ -2050,7 +2105,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 	}
 	jwk = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 
-	claims = verify_with_public_jwk(&jws, jwk);
+	claims = agentidp_verify_with_public_jwk(&jws, jwk);
 
 	iss = string_claim(claims, "iss");
 	sub = string_claim(claims, "sub");
@@ -2184,6 +2239,103 @@ in_scope_list(const char *list, const char *s, size_t len)
 	return false;
 }
 
+/* whether a token's kid is one of this database's signing keys */
+static bool
+own_key_token(text *token)
+{
+	static SPIPlanPtr plan = NULL;
+	AgentidpJws jws;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+
+	agentidp_jws_parse(token, &jws, false);
+	if (jws.kid == NULL)
+		return true;			/* verification says what is wrong */
+	args[0] = CStringGetTextDatum(jws.kid);
+	(void) agentidp_run_plan(&plan, "SELECT 1 FROM agentidp.signing_keys WHERE kid = $1",
+							 1, argtypes, args, NULL, true, 1);
+	return SPI_processed > 0;
+}
+
+/*
+ * Token exchange for a person: the subject token is a token of an issuer
+ * the actor's tenant trusts (agentidp.trust_issuer), the actor an agent of
+ * that tenant.  The new token's sub is the person's, with the issuer in
+ * "subject_issuer"; "act" names the agent.  Its scope only narrows: what
+ * the actor may be granted, what the trust allows, and what the person's
+ * token holds when it carries a scope.  No roles, no refresh token, and
+ * never beyond the person's token's exp.  NULL when the subject token is
+ * no trusted issuer's: the caller verifies it as one of its own.
+ */
+static Jsonb *
+exchange_for_person(FunctionCallInfo fcinfo)
+{
+	Jsonb	   *actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, VERIFY_LIVE, unix_now());
+	pg_uuid_t	tenant;
+	pg_uuid_t	actor_agent;
+	ExternalSubject ext;
+	Issuance	is;
+	Datum	   *allowed;
+	int			nallowed = 0;
+	char	   *scope;
+	char	   *aud;
+	StringInfoData act;
+	Delegation	dg;
+
+	if (claim(actor, "subject_issuer") != NULL || claim(actor, "act") != NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid_request: the actor token must be the actor's own, not a delegated one"));
+	memcpy(&tenant, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+													  CStringGetDatum(string_claim(actor, "tenant_id")))),
+		   sizeof(pg_uuid_t));
+	if (!agentidp_external_subject(&tenant, string_claim(actor, "iss"), PG_GETARG_TEXT_PP(0),
+								   unix_now(), &ext))
+		return NULL;
+	memcpy(&actor_agent, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+														   CStringGetDatum(string_claim(actor, "sub")))),
+		   sizeof(pg_uuid_t));
+	request_client(&tenant, &actor_agent, string_claim(actor, "client_id"));
+	if (!load_issuance(&actor_agent, &is))
+		ereport(ERROR,
+				errcode(ERRCODE_OAUTH_INVALID_GRANT),
+				errmsg("invalid_grant: the actor is not active"));
+
+	allowed = palloc(sizeof(Datum) * Max(is.nscopes, 1));
+	for (int i = 0; i < is.nscopes; i++)
+	{
+		text	   *t = DatumGetTextPP(is.scopes[i]);
+
+		if ((ext.scope == NULL || in_scope_list(ext.scope, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t))) &&
+			(!ext.scoped || text_in(ext.policy, ext.npolicy, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t))))
+			allowed[nallowed++] = is.scopes[i];
+	}
+	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), allowed, nallowed);
+	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
+
+	initStringInfo(&act);
+	appendStringInfoChar(&act, '{');
+	append_json_string(&act, "sub", uuid_text(&actor_agent));
+	appendStringInfoChar(&act, ',');
+	append_json_string(&act, "client_id", is.client_id);
+	appendStringInfoChar(&act, '}');
+
+	/* the actor's credential: revoking it ends the delegated token too */
+	is.cred = string_claim(actor, "cred");
+	is.nroles = 0;
+	dg.actor = &actor_agent;
+	dg.act = act.data;
+	dg.exp_cap = ext.exp;
+	dg.subject = ext.sub;
+	dg.subject_issuer = ext.issuer;
+	if (dg.exp_cap <= unix_now())
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid_request: the subject token expires too soon to be exchanged"));
+	return copy_out(issue(&is, "urn:ietf:params:oauth:grant-type:token-exchange",
+						  "actor_token", scope, aud, NULL, 0, &dg));
+}
+
 /*
  * agentidp.exchange_token(subject_token text, actor_token text DEFAULT NULL,
  *						   scope text DEFAULT NULL, audience text DEFAULT NULL)
@@ -2235,9 +2387,23 @@ exchange_token_body(FunctionCallInfo fcinfo)
 
 	SPI_connect();
 	agentidp_become_owner(&oc);
+	if (!own_key_token(PG_GETARG_TEXT_PP(0)))
+	{
+		/* perhaps a person's token, of an issuer the actor's tenant trusts */
+		result = exchange_for_person(fcinfo);
+		if (result == NULL)
+			invalid_token("unknown key: not the tenant's, nor one of a trusted issuer's key sets");
+		agentidp_restore_user(&oc);
+		SPI_finish();
+		return result;
+	}
 	/* bound tokens come with proofs; exchange takes none, so not them */
 	subject = verify_access_token(PG_GETARG_TEXT_PP(0), NULL, VERIFY_LIVE, unix_now());
 	actor = verify_access_token(PG_GETARG_TEXT_PP(1), NULL, VERIFY_LIVE, unix_now());
+	if (claim(subject, "subject_issuer") != NULL || claim(actor, "subject_issuer") != NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("invalid_request: a token issued for a person is not exchanged again"));
 	if (strcmp(string_claim(subject, "tenant_id"), string_claim(actor, "tenant_id")) != 0)
 		ereport(ERROR,
 				errcode(ERRCODE_OAUTH_INVALID_GRANT),
@@ -2333,6 +2499,8 @@ exchange_token_body(FunctionCallInfo fcinfo)
 	dg.actor = &actor_agent;
 	dg.act = act.data;
 	dg.exp_cap = date_claim(subject, "exp");
+	dg.subject = NULL;
+	dg.subject_issuer = NULL;
 	if (dg.exp_cap <= unix_now())
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),

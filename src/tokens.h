@@ -20,4 +20,8 @@ extern Jsonb *agentidp_token_claims(text *token, text *audience);
 extern Jsonb *agentidp_dpop_token_claims(text *token, text *proof, text *htm,
 										 text *htu, text *audience);
 
+/* the payload of a parsed JWS that a public JWK verifies, else 28000 */
+struct AgentidpJws;
+extern Jsonb *agentidp_verify_with_public_jwk(struct AgentidpJws *jws, Jsonb *jwk);
+
 #endif							/* AGENTIDP_TOKENS_H */
