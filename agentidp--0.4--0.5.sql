@@ -240,7 +240,7 @@ COMMENT ON FUNCTION agentidp._wake_worker() IS
 /*
  * Trusted external issuers: a person's identity provider, whose tokens
  * token exchange accepts as the subject an agent acts for
- * (docs/delegation.md).  The tenant's administrators trust and untrust
+ * (docs/issuers.md).  The tenant's administrators trust and untrust
  * them (audited, as every change to agentidp's configuration); the worker
  * fetches their key sets into agentidp.issuer_keys, a cache that is not
  * audited.
