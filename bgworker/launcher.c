@@ -54,12 +54,18 @@ bool		agentidp_preloaded = false;
 /* the databases noted as without agentidp; more are simply checked again */
 #define MAX_NOTED_DATABASES 1024
 
+/* tenants whose trusted issuers' key sets a token asked to refresh */
+#define MAX_KEY_REFRESHES 64
+
 typedef struct WorkerShared
 {
 	slock_t		mutex;
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	int			nnoted;
 	Oid			noted[MAX_NOTED_DATABASES];
+	int			nrefresh;
+	Oid			refresh_db[MAX_KEY_REFRESHES];
+	pg_uuid_t	refresh_tenant[MAX_KEY_REFRESHES];
 } WorkerShared;
 
 static WorkerShared *shared = NULL;
@@ -97,6 +103,7 @@ worker_shmem_startup(void)
 		SpinLockInit(&shared->mutex);
 		shared->launcher_latch = NULL;
 		shared->nnoted = 0;
+		shared->nrefresh = 0;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -178,6 +185,54 @@ agentidp_worker_lacks_extension(Oid dboid)
 		noted = shared->noted[i] == dboid;
 	SpinLockRelease(&shared->mutex);
 	return noted;
+}
+
+void
+agentidp_worker_request_key_refresh(const pg_uuid_t *tenant)
+{
+	if (shared == NULL)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < shared->nrefresh; i++)
+		if (shared->refresh_db[i] == MyDatabaseId &&
+			memcmp(&shared->refresh_tenant[i], tenant, sizeof(pg_uuid_t)) == 0)
+		{
+			SpinLockRelease(&shared->mutex);
+			return;
+		}
+	if (shared->nrefresh < MAX_KEY_REFRESHES)
+	{
+		shared->refresh_db[shared->nrefresh] = MyDatabaseId;
+		memcpy(&shared->refresh_tenant[shared->nrefresh], tenant, sizeof(pg_uuid_t));
+		shared->nrefresh++;
+	}
+	SpinLockRelease(&shared->mutex);
+}
+
+int
+agentidp_worker_take_key_refreshes(pg_uuid_t *tenants, int max)
+{
+	int			n = 0;
+
+	if (shared == NULL)
+		return 0;
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < shared->nrefresh;)
+	{
+		if (shared->refresh_db[i] == MyDatabaseId && n < max)
+		{
+			memcpy(&tenants[n++], &shared->refresh_tenant[i], sizeof(pg_uuid_t));
+			/* the last one takes its place */
+			shared->nrefresh--;
+			shared->refresh_db[i] = shared->refresh_db[shared->nrefresh];
+			memcpy(&shared->refresh_tenant[i], &shared->refresh_tenant[shared->nrefresh],
+				   sizeof(pg_uuid_t));
+		}
+		else
+			i++;
+	}
+	SpinLockRelease(&shared->mutex);
+	return n;
 }
 
 /* forget the notes and wake the launcher */

@@ -16,6 +16,8 @@
 
 #include "postgres.h"
 
+#include "utils/uuid.h"
+
 /* the process types, as pg_stat_activity.backend_type shows them */
 #define AGENTIDP_LAUNCHER_TYPE	"agentidp launcher"
 #define AGENTIDP_WORKER_TYPE	"agentidp worker"
@@ -33,6 +35,15 @@ extern void agentidp_worker_note_no_extension(Oid dboid);
 
 /* whether a database was noted as without agentidp since the last wake-up */
 extern bool agentidp_worker_lacks_extension(Oid dboid);
+
+/*
+ * A token named a key that no trusted issuer of the tenant has: ask the
+ * next maintenance run in this database to fetch their key sets (when
+ * preloaded; a full queue drops the request, the schedule still applies).
+ * The run takes the requests of its database.
+ */
+extern void agentidp_worker_request_key_refresh(const pg_uuid_t *tenant);
+extern int	agentidp_worker_take_key_refreshes(pg_uuid_t *tenants, int max);
 
 /* entry points, named in the BackgroundWorker structs */
 extern PGDLLEXPORT void agentidp_launcher_main(Datum main_arg);

@@ -41,6 +41,7 @@ int			agentidp_clock_skew = 60;
 int			agentidp_verified_token_cache = 4096;
 char	   *agentidp_identity = NULL;
 bool		agentidp_trust_postgrest_claims = false;
+bool		agentidp_allow_private_addresses = false;
 
 /*
  * The issuer base is the public URL prefix of the HTTP front; a tenant's
@@ -226,6 +227,16 @@ _PG_init(void)
 							 "Whether request.jwt.claims, which PostgREST sets after verifying a token, is an identity.",
 							 "Any role can set request.jwt.claims: turn this on only where PostgREST alone connects.",
 							 &agentidp_trust_postgrest_claims,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	/* outbound HTTP (webhooks, issuers' key sets) must not reach inside the network */
+	DefineCustomBoolVariable("agentidp.allow_private_addresses",
+							 "Whether outbound requests may go to loopback, link-local and private addresses.",
+							 "Off, a webhook or key set URL cannot make the server reach its own network (SSRF).",
+							 &agentidp_allow_private_addresses,
 							 false,
 							 PGC_SUSET,
 							 0,

@@ -21,6 +21,7 @@ extern int	agentidp_key_prepublish;
 extern int	agentidp_max_token_lifetime;
 extern char *agentidp_trace_id;
 extern int	agentidp_clock_skew;
+extern bool agentidp_allow_private_addresses;
 extern int	agentidp_verified_token_cache;
 extern char *agentidp_identity;
 extern bool agentidp_trust_postgrest_claims;

@@ -46,6 +46,7 @@
 #include "token_state.h"
 #include "tokens.h"
 #include "issuers.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(agentidp_issue_token);
 PG_FUNCTION_INFO_V1(agentidp_refresh_token);
@@ -2291,7 +2292,11 @@ exchange_for_person(FunctionCallInfo fcinfo)
 		   sizeof(pg_uuid_t));
 	if (!agentidp_external_subject(&tenant, string_claim(actor, "iss"), PG_GETARG_TEXT_PP(0),
 								   unix_now(), &ext))
+	{
+		/* perhaps an issuer's new key: fetch the key sets soon (rate-limited) */
+		agentidp_worker_request_key_refresh(&tenant);
 		return NULL;
+	}
 	memcpy(&actor_agent, DatumGetUUIDP(DirectFunctionCall1(uuid_in,
 														   CStringGetDatum(string_claim(actor, "sub")))),
 		   sizeof(pg_uuid_t));
