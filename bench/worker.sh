@@ -34,7 +34,7 @@ trap cleanup EXIT
 
 tenant_name="bench-worker-$(date +%s)"
 say "a chain of $base rows for tenant $tenant_name"
-tenant=$(psql -X -q -tA -v ON_ERROR_STOP=1 -v name="$tenant_name" -v base="$base" -f bench/worker/setup.sql)
+tenant=$(psql -X -q -tA -v ON_ERROR_STOP=1 -v name="$tenant_name" -v base="$base" -f bench/worker/setup.sql | tail -n 1)
 
 # one timed statement in a session of its own: milliseconds
 timed() {
