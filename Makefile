@@ -19,6 +19,7 @@ OBJS = \
 	src/audit_verify.o \
 	src/authz.o \
 	src/credentials.o \
+	src/http.o \
 	src/issuers.o \
 	src/jose.o \
 	src/jose_json.o \
@@ -27,13 +28,14 @@ OBJS = \
 	src/refusals.o \
 	src/tenants.o \
 	src/token_state.o \
-	src/tokens.o
+	src/tokens.o \
+	src/webhooks.o
 
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp--0.3--0.4.sql \
-	agentidp--0.4--0.5.sql
+	agentidp--0.4--0.5.sql agentidp--0.5--0.6.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race
@@ -44,7 +46,7 @@ PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/bgworker
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-clobbered -Werror
-SHLIB_LINK = -lcrypto
+SHLIB_LINK = -lcrypto -lcurl
 
 ifeq ($(SANITIZE),1)
 PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -67,7 +69,7 @@ else
 include $(PGXS)
 endif
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h bgworker/worker.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h src/authz.h src/http.h src/webhooks.h bgworker/worker.h
 
 .PHONY: run test stop deps tap isolationcheck
 

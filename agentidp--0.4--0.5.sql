@@ -15,6 +15,8 @@ CREATE INDEX client_secrets_revoked_idx ON agentidp.client_secrets (revoked_at) 
 CREATE INDEX client_keys_expiry_idx ON agentidp.client_keys (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX client_keys_revoked_idx ON agentidp.client_keys (revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE INDEX agents_deleted_idx ON agentidp.agents (deleted_at) WHERE deleted_at IS NOT NULL;
+-- which live refresh families began with a credential (expiry keeps such credentials)
+CREATE INDEX refresh_tokens_cred_idx ON agentidp.refresh_tokens (tenant_id, cred) WHERE revoked_at IS NULL;
 
 /*
  * How far each tenant's audit chain has been verified: the next run
@@ -84,6 +86,18 @@ END;
 COMMENT ON FUNCTION agentidp._task_done(text, timestamptz, bigint, text) IS
 'records a run of a maintenance task in agentidp.maintenance_tasks';
 
+/* a failed task says so in the server log too, with its error */
+CREATE FUNCTION agentidp._task_failed(task text, error text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF error IS NOT NULL THEN
+		RAISE WARNING 'agentidp: maintenance task % failed: %', task, error;
+	END IF;
+END
+$$;
+
 /*
  * Expiry, one batch: at most batch_size rows of each kind, oldest first.
  * Rows another transaction holds are skipped (SKIP LOCKED): expiry never
@@ -145,24 +159,29 @@ BEGIN
 	GET DIAGNOSTICS c = ROW_COUNT;
 	kind := 'refresh_tokens'; deleted := deleted + c; RETURN NEXT;
 
+	/*
+	 * Credentials that ended (expired or revoked) long enough ago, unless a
+	 * live refresh family began with one: the access tokens it still gives
+	 * name that credential, and verification looks it up.
+	 */
 	DELETE FROM agentidp.client_secrets AS s
 	USING (SELECT x.tenant_id, x.secret_id FROM agentidp.client_secrets AS x
-		   WHERE x.expires_at < now() - grace
-		   UNION
-		   SELECT x.tenant_id, x.secret_id FROM agentidp.client_secrets AS x
-		   WHERE x.revoked_at < now() - grace
-		   LIMIT n) AS d
+		   WHERE (x.expires_at < now() - grace OR x.revoked_at < now() - grace)
+			 AND NOT EXISTS (SELECT FROM agentidp.refresh_tokens AS r
+							 WHERE r.tenant_id = x.tenant_id AND r.cred = 's:' || x.secret_id
+							   AND r.revoked_at IS NULL AND r.expires_at > now())
+		   LIMIT n FOR UPDATE OF x SKIP LOCKED) AS d
 	WHERE s.tenant_id = d.tenant_id AND s.secret_id = d.secret_id;
 	GET DIAGNOSTICS c = ROW_COUNT;
 	kind := 'client_secrets'; deleted := c; RETURN NEXT;
 
 	DELETE FROM agentidp.client_keys AS k
 	USING (SELECT x.tenant_id, x.key_id FROM agentidp.client_keys AS x
-		   WHERE x.expires_at < now() - grace
-		   UNION
-		   SELECT x.tenant_id, x.key_id FROM agentidp.client_keys AS x
-		   WHERE x.revoked_at < now() - grace
-		   LIMIT n) AS d
+		   WHERE (x.expires_at < now() - grace OR x.revoked_at < now() - grace)
+			 AND NOT EXISTS (SELECT FROM agentidp.refresh_tokens AS r
+							 WHERE r.tenant_id = x.tenant_id AND r.cred = 'k:' || x.key_id
+							   AND r.revoked_at IS NULL AND r.expires_at > now())
+		   LIMIT n FOR UPDATE OF x SKIP LOCKED) AS d
 	WHERE k.tenant_id = d.tenant_id AND k.key_id = d.key_id;
 	GET DIAGNOSTICS c = ROW_COUNT;
 	kind := 'client_keys'; deleted := c; RETURN NEXT;
@@ -238,6 +257,59 @@ COMMENT ON FUNCTION agentidp._wake_worker() IS
 'asks the background worker''s launcher to look for databases with agentidp now; false when it is not running';
 
 /*
+ * Users' audited tables need no tenant_id column any more: their rows go
+ * to the chain of the writing transaction's identity (authenticate()),
+ * and every audit row names the agent of that identity and its "act"
+ * (src/audit.c).
+ */
+CREATE OR REPLACE FUNCTION agentidp.enable_audit(tbl regclass, exclude_columns name[] DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	kind "char";
+	tenant_type regtype;
+	missing name;
+	args text;
+BEGIN
+	PERFORM agentidp._require(tbl IS NOT NULL, '22004', 'tbl must not be null');
+	PERFORM agentidp._require(exclude_columns IS NOT NULL, '22004', 'exclude_columns must not be null');
+	SELECT c.relkind INTO kind FROM pg_class AS c WHERE c.oid = tbl;
+	PERFORM agentidp._require(kind IN ('r', 'p'), '42809',
+		format('"%s" is not a table', tbl), NULL, 'Only tables (plain or partitioned) can be audited.');
+	PERFORM agentidp._require(
+		(SELECT n.nspname <> 'agentidp' FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+		 WHERE c.oid = tbl), '42809',
+		format('"%s" belongs to agentidp, whose tables are audited already', tbl));
+	-- rows are chained per tenant: the row's tenant_id says which chain, or
+	-- for a table without one the tenant of the writing transaction's identity
+	SELECT a.atttypid::regtype INTO tenant_type FROM pg_attribute AS a
+	WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped;
+	PERFORM agentidp._require(tenant_type IS NULL OR tenant_type = 'uuid'::regtype, '42804',
+		format('column tenant_id of "%s" is of type %s, not uuid', tbl, tenant_type));
+	SELECT x INTO missing FROM unnest(exclude_columns) AS x
+	WHERE x IS NULL OR NOT EXISTS (SELECT FROM pg_attribute AS a
+		WHERE a.attrelid = tbl AND a.attname = x AND a.attnum > 0 AND NOT a.attisdropped)
+	LIMIT 1;
+	PERFORM agentidp._require(NOT FOUND, '42703',
+		format('column "%s" of "%s" does not exist', missing, tbl));
+	PERFORM agentidp._require(NOT EXISTS (SELECT FROM pg_trigger AS g
+		WHERE g.tgrelid = tbl AND g.tgname = 'agentidp_audit'), '42710',
+		format('"%s" is audited already', tbl), NULL,
+		'Run agentidp.disable_audit() first to change the excluded columns.');
+
+	SELECT coalesce(string_agg(quote_literal(x), ', '), '') INTO args FROM unnest(exclude_columns) AS x;
+	EXECUTE format('CREATE TRIGGER agentidp_audit AFTER INSERT OR UPDATE OR DELETE ON %s '
+				   'FOR EACH ROW EXECUTE FUNCTION agentidp.audit_trigger(%s)', tbl, args);
+	EXECUTE format('CREATE TRIGGER agentidp_audit_truncate BEFORE TRUNCATE ON %s '
+				   'FOR EACH STATEMENT EXECUTE FUNCTION agentidp._audited_truncate_refused()', tbl);
+END
+$$;
+COMMENT ON FUNCTION agentidp.enable_audit(regclass, name[]) IS
+'chains every insert, update and delete of a table into the audit log of the row''s tenant (its tenant_id column, else the tenant of the transaction''s identity)';
+
+/*
  * Trusted external issuers: a person's identity provider, whose tokens
  * token exchange accepts as the subject an agent acts for
  * (docs/issuers.md).  The tenant's administrators trust and untrust
@@ -275,7 +347,7 @@ CREATE TABLE agentidp.issuer_keys (
 	jwks		jsonb,					-- the public keys last fetched, checked; NULL before the first
 	fetched_at	timestamptz,
 	next_fetch_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	refresh_requested_at timestamptz,	-- a token named a kid not in jwks
+	refresh_requested_at timestamptz,	-- when a token naming a kid not in jwks last made it due
 	last_error	text,
 	last_error_at timestamptz,
 	CONSTRAINT issuer_keys_pkey PRIMARY KEY (tenant_id, issuer),
@@ -329,23 +401,31 @@ BEGIN
 			CASE WHEN scopes IS NOT NULL THEN ARRAY(SELECT DISTINCT s FROM unnest(scopes) AS s ORDER BY s) END)
 	ON CONFLICT ON CONSTRAINT trusted_issuers_pkey DO UPDATE
 	SET jwks_uri = excluded.jwks_uri, scopes = excluded.scopes;
-	-- a new or moved key set is fetched at the next run
-	PERFORM agentidp._issuer_keys_due(t.tenant_id, issuer);
 END
 $$;
 COMMENT ON FUNCTION agentidp.trust_issuer(uuid, text, text, text[]) IS
 'trusts an outside issuer''s tokens as token exchange subjects (within scopes, when given); the worker fetches its key set from jwks_uri';
 
-/* the cache row is not the administrators' to write: created or made due as the owner */
-CREATE FUNCTION agentidp._issuer_keys_due(tenant_id uuid, issuer text) RETURNS void
-LANGUAGE sql
+/*
+ * A new or moved key set is fetched at the next run.  The cache row is
+ * not the administrators' to write: a trigger of the trust, which row-level
+ * security let them change, writes it as the owner.
+ */
+CREATE FUNCTION agentidp._issuer_keys_due() RETURNS trigger
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $$
+BEGIN
 	INSERT INTO agentidp.issuer_keys AS k (tenant_id, issuer, next_fetch_at)
-	VALUES (_issuer_keys_due.tenant_id, _issuer_keys_due.issuer, now())
-	ON CONFLICT ON CONSTRAINT issuer_keys_pkey DO UPDATE SET next_fetch_at = now(), jwks = NULL;
-END;
+	VALUES (NEW.tenant_id, NEW.issuer, now())
+	ON CONFLICT ON CONSTRAINT issuer_keys_pkey DO UPDATE SET next_fetch_at = now(), jwks = NULL,
+		fetched_at = NULL, refresh_requested_at = NULL, last_error = NULL, last_error_at = NULL;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER issuer_keys_due AFTER INSERT OR UPDATE OF jwks_uri ON agentidp.trusted_issuers
+	FOR EACH ROW EXECUTE FUNCTION agentidp._issuer_keys_due();
 
 CREATE FUNCTION agentidp.untrust_issuer(tenant_id uuid, issuer text) RETURNS void
 LANGUAGE plpgsql
@@ -372,10 +452,9 @@ COMMENT ON FUNCTION agentidp._public_key_set(jsonb) IS
 GRANT EXECUTE ON FUNCTION
 	agentidp.trust_issuer(uuid, text, text, text[]),
 	agentidp.untrust_issuer(uuid, text),
-	agentidp._check_http_url(text, text, boolean),
-	agentidp._issuer_keys_due(uuid, text)
+	agentidp._check_http_url(text, text, boolean)
 	TO agentidp_admin;
-REVOKE ALL ON FUNCTION agentidp._issuer_keys_due(uuid, text) FROM PUBLIC;
+GRANT INSERT, UPDATE (jwks_uri, scopes), DELETE ON agentidp.trusted_issuers TO agentidp_admin;
 
 /*
  * Hooks of the tasks that other parts fill in: webhook delivery and its
@@ -456,6 +535,7 @@ BEGIN
 			OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
 		COMMIT;
 	END LOOP;
+	PERFORM agentidp._task_failed('expiry', err);
 	PERFORM agentidp._task_done('expiry', started, total, err);
 	COMMIT;
 
@@ -476,6 +556,7 @@ BEGIN
 	EXCEPTION WHEN OTHERS THEN
 		err := SQLERRM;
 	END;
+	PERFORM agentidp._task_failed('audit_verification', err);
 	PERFORM agentidp._task_done('audit_verification', started, total, err);
 	COMMIT;
 
@@ -489,7 +570,8 @@ BEGIN
 		EXCEPTION WHEN OTHERS THEN
 			err := SQLERRM;
 		END;
-		PERFORM agentidp._task_done('refusals', started, n, err);
+		PERFORM agentidp._task_failed('refusals', err);
+	PERFORM agentidp._task_done('refusals', started, n, err);
 		COMMIT;
 	END IF;
 
@@ -502,6 +584,7 @@ BEGIN
 	EXCEPTION WHEN OTHERS THEN
 		err := SQLERRM;
 	END;
+	PERFORM agentidp._task_failed('issuer_keys', err);
 	PERFORM agentidp._task_done('issuer_keys', started, n, err);
 	COMMIT;
 	started := pg_catalog.clock_timestamp();
@@ -512,6 +595,7 @@ BEGIN
 	EXCEPTION WHEN OTHERS THEN
 		err := SQLERRM;
 	END;
+	PERFORM agentidp._task_failed('quota_reset', err);
 	PERFORM agentidp._task_done('quota_reset', started, n, err);
 	COMMIT;
 

@@ -117,7 +117,10 @@ CREATE TABLE public.bad_tenant (tenant_id text, x int);
 CREATE TABLE public.no_tenant (x int);
 SELECT agentidp.enable_audit('public.orders_view');
 SELECT agentidp.enable_audit('public.bad_tenant');
+-- a table without tenant_id is audited into the chain of the writer's identity;
+-- without an identity its rows cannot be written (sql/authz.sql has the rest)
 SELECT agentidp.enable_audit('public.no_tenant');
+INSERT INTO public.no_tenant VALUES (1);
 SELECT agentidp.enable_audit('public.orders', '{nope}');
 SELECT agentidp.enable_audit('agentidp.agents');
 SELECT agentidp.disable_audit('public.orders');

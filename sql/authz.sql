@@ -299,6 +299,31 @@ DROP ROLE "regress Mixed";
 -- nothing the previews ran survived
 SELECT tenant_id = :'ta' AS tenant_a, id, body FROM public.docs ORDER BY tenant_id = :'ta', id;
 
+-- audited tables: the identity's agent is the actor, with its delegation
+-- chain; a table without tenant_id takes the identity's tenant
+CREATE TABLE public.notes (id serial PRIMARY KEY, body text);
+GRANT SELECT, INSERT ON public.notes TO regress_app;
+GRANT USAGE ON SEQUENCE public.notes_id_seq TO regress_app;
+SELECT agentidp.enable_audit('public.notes');
+SET ROLE regress_app;
+BEGIN;
+SELECT agentidp.authenticate(:'tok_a') IS NOT NULL AS authenticated;
+INSERT INTO public.notes (body) VALUES ('by a');
+COMMIT;
+BEGIN;
+SELECT agentidp.authenticate(:'tok_x') IS NOT NULL AS authenticated;
+INSERT INTO public.notes (body) VALUES ('by the helper, for a');
+COMMIT;
+\set VERBOSITY terse
+INSERT INTO public.notes (body) VALUES ('nobody''s');
+\set VERBOSITY default
+RESET ROLE;
+SELECT e.tenant_id = :'ta' AS tenant_a, e.actor_agent = :'agent_a' AS by_a, e.actor_agent = :'helper' AS by_helper,
+	   e.actor_act ->> 'sub' = :'helper' AS act_names_helper, e.actor_role
+FROM agentidp.audit_events AS e WHERE e.resource = 'public.notes' ORDER BY e.seq;
+SELECT agentidp.disable_audit('public.notes');
+DROP TABLE public.notes;
+
 -- undone exactly
 SELECT agentidp.disable_tenant_isolation('public.docs');
 SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'public.docs'::regclass;

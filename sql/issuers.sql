@@ -123,3 +123,15 @@ SET ROLE regress_admin_b;
 SELECT agentidp.trust_issuer(:'t', 'https://idp.example', 'https://idp.example/jwks');
 \set VERBOSITY default
 RESET ROLE;
+-- an administrator (not a superuser) trusts and untrusts for a tenant of theirs
+SET ROLE regress_admin_a;
+SELECT agentidp.create_tenant('people-a') AS ta \gset
+SELECT agentidp.trust_issuer(:'ta', 'https://idp.a.example', 'https://idp.a.example/jwks');
+SELECT issuer, jwks IS NULL AS not_fetched FROM agentidp.issuer_keys WHERE tenant_id = :'ta';
+-- the cache is not theirs to write
+\set VERBOSITY terse
+UPDATE agentidp.issuer_keys SET next_fetch_at = now() WHERE tenant_id = :'ta';
+\set VERBOSITY default
+SELECT agentidp.untrust_issuer(:'ta', 'https://idp.a.example');
+SELECT count(*) AS trusts FROM agentidp.trusted_issuers WHERE tenant_id = :'ta';
+RESET ROLE;

@@ -10,8 +10,10 @@ SELECT agentidp.register_agent(:'t', 'leaver') AS leaver \gset
 SELECT agentidp.register_agent(:'t', 'recent') AS recent \gset
 SELECT count(*) AS first_secret FROM agentidp.create_client_secret(:'keeper');
 SELECT count(*) AS second_secret FROM agentidp.create_client_secret(:'keeper');
+SELECT count(*) AS third_secret FROM agentidp.create_client_secret(:'keeper');
 SELECT (array_agg(secret_id ORDER BY created_at, secret_id))[1] AS old_secret,
-	   (array_agg(secret_id ORDER BY created_at, secret_id))[2] AS live_secret
+	   (array_agg(secret_id ORDER BY created_at, secret_id))[2] AS live_secret,
+	   (array_agg(secret_id ORDER BY created_at, secret_id))[3] AS family_secret
 FROM agentidp.client_secrets WHERE agent_id = :'keeper' \gset
 SELECT agentidp.delete_agent(:'leaver');
 SELECT agentidp.delete_agent(:'recent');
@@ -29,20 +31,33 @@ INSERT INTO agentidp.refresh_tokens (tenant_id, family_id, agent_id, token_hash,
 	(:'t', gen_random_uuid(), :'keeper', '\x01', '', 'a', now() - interval '2 minutes', now() + interval '1 day'),
 	(:'t', gen_random_uuid(), :'keeper', '\x02', '', 'a', now() + interval '1 day', now() - interval '2 minutes'),
 	(:'t', gen_random_uuid(), :'keeper', '\x03', '', 'a', now() + interval '1 day', now() + interval '1 hour');
+-- a live refresh family that began with a secret which has expired since
+INSERT INTO agentidp.refresh_tokens (tenant_id, family_id, agent_id, token_hash, scope, audience,
+									 expires_at, idle_expires_at, cred)
+VALUES (:'t', gen_random_uuid(), :'keeper', '\x04', '', 'a', now() + interval '1 day', now() + interval '1 hour',
+		's:' || :'family_secret');
 -- a secret revoked an hour ago (longer than a token lives), an agent deleted a month ago
 SET session_replication_role = replica;
 UPDATE agentidp.client_secrets SET revoked_at = now() - interval '1 hour' WHERE secret_id = :'old_secret';
+UPDATE agentidp.client_secrets SET created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour'
+WHERE secret_id = :'family_secret';
 UPDATE agentidp.agents SET deleted_at = now() - interval '31 days' WHERE agent_id = :'leaver';
 RESET session_replication_role;
 
 SELECT * FROM agentidp.expire_batch() ORDER BY kind;
 SELECT jti FROM agentidp.revoked_tokens WHERE tenant_id = :'t' ORDER BY jti;
 SELECT kind, jti FROM agentidp.used_jtis WHERE tenant_id = :'t';
-SELECT token_hash FROM agentidp.refresh_tokens WHERE tenant_id = :'t';
-SELECT secret_id = :'live_secret' AS live_secret_kept FROM agentidp.client_secrets WHERE tenant_id = :'t';
+SELECT token_hash FROM agentidp.refresh_tokens WHERE tenant_id = :'t' ORDER BY token_hash;
+-- the live secret, and the expired one a live refresh family began with, stay
+SELECT secret_id = :'live_secret' AS live_secret, secret_id = :'family_secret' AS family_secret
+FROM agentidp.client_secrets WHERE tenant_id = :'t' ORDER BY created_at, secret_id;
+-- once the family ends, the expired secret goes too
+UPDATE agentidp.refresh_tokens SET revoked_at = now() WHERE cred = 's:' || :'family_secret';
+SELECT deleted AS family_secret_deleted FROM agentidp.expire_batch() WHERE kind = 'client_secrets';
 SELECT name, status FROM agentidp.agents WHERE tenant_id = :'t' ORDER BY name;
 -- deleting the agent was audited, as every change to agents is
-SELECT action, resource FROM agentidp.audit_events WHERE tenant_id = :'t' ORDER BY seq DESC LIMIT 1;
+SELECT action, resource FROM agentidp.audit_events WHERE tenant_id = :'t' AND resource = 'agentidp.agents'
+ORDER BY seq DESC LIMIT 1;
 SELECT sum(deleted) AS nothing_left FROM agentidp.expire_batch();
 
 -- batches: at most batch_size rows of each kind

@@ -26,6 +26,7 @@
 
 #include "agentidp.h"
 #include "refusals.h"
+#include "webhooks.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -253,6 +254,7 @@ _PG_init(void)
 
 	/* the background worker's and the maintenance tasks' settings first */
 	agentidp_worker_init();
+	agentidp_webhooks_init();
 
 	MarkGUCPrefixReserved("agentidp");
 

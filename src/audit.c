@@ -56,6 +56,7 @@
 
 #include "agentidp.h"
 #include "audit.h"
+#include "authz.h"
 
 PG_FUNCTION_INFO_V1(agentidp_audit_trigger);
 PG_FUNCTION_INFO_V1(agentidp_prune_audit);
@@ -245,8 +246,28 @@ fill_actor(Datum *values, bool *isnull)
 {
 	char	   *role = GetUserNameFromId(GetOuterUserId(), false);
 
+	pg_uuid_t	tenant;
+	pg_uuid_t  *agent = palloc(sizeof(pg_uuid_t));
+	bool		has_tenant;
+	bool		has_agent;
+	char	   *act = NULL;
+
 	isnull[AUDIT_ATT_ACTOR_AGENT - 1] = true;
 	isnull[AUDIT_ATT_ACTOR_ACT - 1] = true;
+	/* the agent the transaction's identity names, and its delegation chain */
+	if (agentidp_identity_actor(&tenant, &has_tenant, agent, &has_agent, &act))
+	{
+		if (has_agent)
+		{
+			values[AUDIT_ATT_ACTOR_AGENT - 1] = UUIDPGetDatum(agent);
+			isnull[AUDIT_ATT_ACTOR_AGENT - 1] = false;
+		}
+		if (act != NULL)
+		{
+			values[AUDIT_ATT_ACTOR_ACT - 1] = CStringGetTextDatum(act);
+			isnull[AUDIT_ATT_ACTOR_ACT - 1] = false;
+		}
+	}
 	values[AUDIT_ATT_ACTOR_ROLE - 1] = CStringGetTextDatum(role);
 	isnull[AUDIT_ATT_ACTOR_ROLE - 1] = false;
 	isnull[AUDIT_ATT_CLIENT_ADDR - 1] = !client_address(&values[AUDIT_ATT_CLIENT_ADDR - 1]);
@@ -308,8 +329,10 @@ agentidp_audit_event(const pg_uuid_t *tenant, const pg_uuid_t *actor_agent,
 	init_event(values, isnull, tenant, action, resource);
 	if (actor_agent != NULL)
 	{
+		/* the caller knows the actor better than the session's identity */
 		values[AUDIT_ATT_ACTOR_AGENT - 1] = UUIDPGetDatum(actor_agent);
 		isnull[AUDIT_ATT_ACTOR_AGENT - 1] = false;
+		isnull[AUDIT_ATT_ACTOR_ACT - 1] = true;
 	}
 	values[AUDIT_ATT_RESULT - 1] = CStringGetTextDatum(result);
 	if (resource_key != NULL)
@@ -456,7 +479,10 @@ changed_columns(Relation rel, HeapTuple oldtup, HeapTuple newtup)
 	return changed;
 }
 
-/* the row's tenant: its tenant_id column, else an error */
+/*
+ * The row's tenant: its tenant_id column; for a table without one, the
+ * tenant of the transaction's identity; else an error.
+ */
 static const pg_uuid_t *
 row_tenant(Relation rel, HeapTuple tup)
 {
@@ -467,12 +493,29 @@ row_tenant(Relation rel, HeapTuple tup)
 
 	if (attnum > 0 && TupleDescAttr(desc, attnum - 1)->atttypid == UUIDOID)
 		v = heap_getattr(tup, attnum, desc, &isnull);
+	else if (attnum <= 0)
+	{
+		pg_uuid_t  *tenant = palloc(sizeof(pg_uuid_t));
+		pg_uuid_t	agent;
+		bool		has_tenant;
+		bool		has_agent;
+		char	   *act;
+
+		if (agentidp_identity_actor(tenant, &has_tenant, &agent, &has_agent, &act) && has_tenant)
+			return tenant;
+		ereport(ERROR,
+				errcode(ERRCODE_NOT_NULL_VIOLATION),
+				errmsg("cannot audit a row of \"%s\" without a tenant",
+					   RelationGetRelationName(rel)),
+				errdetail("The table has no tenant_id column, and the transaction has no identity to take the tenant from."),
+				errhint("Call agentidp.authenticate() in the transaction first."));
+	}
 	if (isnull)
 		ereport(ERROR,
 				errcode(ERRCODE_NOT_NULL_VIOLATION),
 				errmsg("cannot audit a row of \"%s\" without a tenant",
 					   RelationGetRelationName(rel)),
-				errdetail("Audited rows are chained per tenant, and the row's tenant_id is NULL or the table has no tenant_id uuid column."),
+				errdetail("Audited rows are chained per tenant, and the row's tenant_id is NULL or not a uuid."),
 				errhint("Give the row a tenant_id."));
 	return DatumGetUUIDP(v);
 }

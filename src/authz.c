@@ -43,6 +43,7 @@
 #include "parser/parser.h"
 
 #include "agentidp.h"
+#include "authz.h"
 #include "issuers.h"
 #include "token_state.h"
 #include "tokens.h"
@@ -76,6 +77,12 @@ set_identity(Jsonb *claims)
 static MemoryContext identity_cxt = NULL;
 static char *identity_text = NULL;
 static Jsonb *identity_claims = NULL;
+/* what the policies ask most, read out once: tenant_id and scope */
+static pg_uuid_t *identity_tenant = NULL;
+static char *identity_scope = NULL;
+
+static pg_uuid_t *uuid_member(Jsonb *jb, const char *name);
+static char *string_member(Jsonb *jb, const char *name);
 
 /* the claims of the current identity, read-only; NULL when there is none */
 static Jsonb *
@@ -95,6 +102,8 @@ identity(void)
 	identity_text = NULL;
 	old = MemoryContextSwitchTo(identity_cxt);
 	identity_claims = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	identity_tenant = uuid_member(identity_claims, "tenant_id");
+	identity_scope = string_member(identity_claims, "scope");
 	identity_text = pstrdup(text);
 	MemoryContextSwitchTo(old);
 	return identity_claims;
@@ -213,11 +222,47 @@ agentidp_current_claims(PG_FUNCTION_ARGS)
 Datum
 agentidp_current_tenant(PG_FUNCTION_ARGS)
 {
-	pg_uuid_t  *t = uuid_member(identity(), "tenant_id");
+	pg_uuid_t  *t;
 
-	if (t == NULL)
+	if (identity() == NULL || identity_tenant == NULL)
 		PG_RETURN_NULL();
+	t = palloc(sizeof(pg_uuid_t));
+	memcpy(t, identity_tenant, sizeof(pg_uuid_t));
 	PG_RETURN_UUID_P(t);
+}
+
+bool
+agentidp_identity_actor(pg_uuid_t *tenant, bool *has_tenant,
+						pg_uuid_t *agent, bool *has_agent, char **act_json)
+{
+	Jsonb	   *claims = identity();
+	char	   *actor;
+	pg_uuid_t  *a;
+	JsonbValue *act;
+
+	*has_tenant = *has_agent = false;
+	*act_json = NULL;
+	if (claims == NULL)
+		return false;
+	if (identity_tenant != NULL)
+	{
+		memcpy(tenant, identity_tenant, sizeof(pg_uuid_t));
+		*has_tenant = true;
+	}
+	actor = act_sub(claims);
+	if (actor != NULL && canonical_uuid(actor))
+		a = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(actor)));
+	else
+		a = member(claims, "subject_issuer") != NULL ? NULL : uuid_member(claims, "sub");
+	if (a != NULL)
+	{
+		memcpy(agent, a, sizeof(pg_uuid_t));
+		*has_agent = true;
+	}
+	act = member(claims, "act");
+	if (act != NULL && act->type == jbvBinary)
+		*act_json = JsonbToCString(NULL, act->val.binary.data, act->val.binary.len);
+	return true;
 }
 
 /* the agent acting: the actor of a delegated token, else its subject */
@@ -276,8 +321,9 @@ agentidp_has_scope(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	scope = PG_GETARG_TEXT_PP(0);
-	PG_RETURN_BOOL(in_list(string_member(identity(), "scope"), VARDATA_ANY(scope),
-						   VARSIZE_ANY_EXHDR(scope)));
+	if (identity() == NULL)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(in_list(identity_scope, VARDATA_ANY(scope), VARSIZE_ANY_EXHDR(scope)));
 }
 
 Datum

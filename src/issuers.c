@@ -18,18 +18,24 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "access/xact.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 
 #include "agentidp.h"
+#include "http.h"
 #include "issuers.h"
 #include "jose.h"
 #include "jwk.h"
 #include "tokens.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(agentidp_public_key_set);
 
@@ -294,14 +300,233 @@ agentidp_issuer_trusted(const pg_uuid_t *tenant, const char *issuer)
 	return SPI_processed == 1;
 }
 
+/* bounds on how long a fetched key set is kept before the next fetch */
+#define KEYS_MIN_AGE	300
+#define KEYS_MAX_AGE	86400
+#define KEYS_DEFAULT_AGE 3600
+/* a token asking for an unknown kid refreshes a set at most this often */
+#define KEYS_MIN_REFRESH 60
+/* a failed fetch is tried again after this long (the old keys stay) */
+#define KEYS_RETRY		300
+
+/* the requests of tokens with unknown kids: due now, unless one made it due less than a minute ago */
+static void
+apply_refresh_requests(void)
+{
+	static SPIPlanPtr plan = NULL;
+	pg_uuid_t	tenants[64];
+	int			n = agentidp_worker_take_key_refreshes(tenants, lengthof(tenants));
+	Datum	   *elems;
+	Oid			argtypes[2] = {UUIDARRAYOID, INT4OID};
+	Datum		args[2];
+
+	if (n == 0)
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		elems[i] = UUIDPGetDatum(&tenants[i]);
+	args[0] = PointerGetDatum(construct_array(elems, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = Int32GetDatum(KEYS_MIN_REFRESH);
+	(void) agentidp_run_plan(&plan,
+							 "UPDATE agentidp.issuer_keys SET next_fetch_at = now(), refresh_requested_at = now() "
+							 "WHERE tenant_id = ANY ($1) AND (refresh_requested_at IS NULL OR "
+							 "refresh_requested_at < now() - make_interval(secs => $2))",
+							 2, argtypes, args, NULL, false, 0);
+}
+
+/* the checked public keys of a fetched body, or NULL with *error set */
+static Jsonb *
+checked_key_set(const char *body, size_t len, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Jsonb	   *volatile keys = NULL;
+
+	/* a subtransaction: a bad body is an error of this set, not of the run */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Jsonb	   *parsed = agentidp_json_parse_strict(body, (int) len, "JWK Set");
+
+		keys = DatumGetJsonbP(DirectFunctionCall1(agentidp_public_key_set, JsonbPGetDatum(parsed)));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		*error = pstrdup(e->message);
+		keys = NULL;
+	}
+	PG_END_TRY();
+	return keys;
+}
+
+static void
+record_fetch(Datum tenant, Datum issuer, Jsonb *keys, int max_age, const char *error)
+{
+	static SPIPlanPtr ok_plan = NULL;
+	static SPIPlanPtr failed_plan = NULL;
+	Oid			argtypes[4] = {UUIDOID, TEXTOID, JSONBOID, INT4OID};
+	Datum		args[4];
+
+	args[0] = tenant;
+	args[1] = issuer;
+	if (keys != NULL)
+	{
+		args[2] = JsonbPGetDatum(keys);
+		args[3] = Int32GetDatum(max_age < 0 ? KEYS_DEFAULT_AGE :
+								Min(Max(max_age, KEYS_MIN_AGE), KEYS_MAX_AGE));
+		(void) agentidp_run_plan(&ok_plan,
+								 "UPDATE agentidp.issuer_keys SET jwks = $3, fetched_at = now(),"
+								 " next_fetch_at = now() + make_interval(secs => $4),"
+								 " last_error = NULL, last_error_at = NULL "
+								 "WHERE tenant_id = $1 AND issuer = $2",
+								 4, argtypes, args, NULL, false, 0);
+	}
+	else
+	{
+		args[2] = CStringGetTextDatum(error);
+		argtypes[2] = TEXTOID;
+		args[3] = Int32GetDatum(KEYS_RETRY);
+		(void) agentidp_run_plan(&failed_plan,
+								 "UPDATE agentidp.issuer_keys SET last_error = $3, last_error_at = now(),"
+								 " next_fetch_at = now() + make_interval(secs => $4) "
+								 "WHERE tenant_id = $1 AND issuer = $2",
+								 4, argtypes, args, NULL, false, 0);
+	}
+}
+
+/* a key set is a small document; fetching one takes seconds at most */
+#define KEYS_MAX_BYTES	(1024 * 1024)
+#define KEYS_TIMEOUT_MS 10000
+
+/* max-age of a Cache-Control header value, or -1 (no-store and no-cache count as 0) */
+static int
+cache_max_age(const char *cache_control)
+{
+	const char *p;
+
+	if (cache_control == NULL)
+		return -1;
+	if (strstr(cache_control, "no-store") != NULL || strstr(cache_control, "no-cache") != NULL)
+		return 0;
+	p = strstr(cache_control, "max-age=");
+	if (p == NULL)
+		return -1;
+	p += strlen("max-age=");
+	if (*p < '0' || *p > '9')
+		return -1;
+	return (int) Min(strtol(p, NULL, 10), (long) INT_MAX);
+}
+
+/* GET the key set: its body, or NULL with *error set */
+static char *
+fetch_key_set(const char *url, size_t *len, int *max_age, char **error)
+{
+	AgentidpHttpRequest req;
+	AgentidpHttpOptions opts;
+	char	   *problem;
+	bool		not_public;
+
+	problem = agentidp_http_url_problem(url, agentidp_allow_private_addresses, &not_public);
+	if (problem != NULL)
+	{
+		*error = psprintf("jwks_uri refused: %s", problem);
+		return NULL;
+	}
+	memset(&req, 0, sizeof(req));
+	req.url = url;
+	req.headers = list_make1("Accept: application/jwk-set+json, application/json");
+	opts.timeout_ms = KEYS_TIMEOUT_MS;
+	opts.max_response = KEYS_MAX_BYTES;
+	opts.allow_private = agentidp_allow_private_addresses;
+	agentidp_http_perform(&req, 1, &opts);
+	if (req.error != NULL)
+	{
+		*error = psprintf("fetching the key set failed: %s", req.error);
+		return NULL;
+	}
+	if (req.status != 200)
+	{
+		*error = psprintf("fetching the key set failed: HTTP status %ld", req.status);
+		return NULL;
+	}
+	*max_age = cache_max_age(agentidp_http_header(&req, "Cache-Control"));
+	*len = req.response_len;
+	return req.response;
+}
+
 /*
  * agentidp.refresh_issuer_keys() RETURNS bigint
  *
- * Fetches the key sets that are due.  (Filled in with the HTTP client.)
+ * Fetches the key sets that are due (at most 20 a run), and returns how
+ * many it stored.  A set is due when trusted or moved, when its time is
+ * up (the response's Cache-Control max-age, kept between 5 minutes and a
+ * day, an hour without one), when a token named a kid it lacks (once a
+ * minute at most, however recent the last fetch), and 5 minutes after a failed fetch, which keeps the
+ * previous keys.  No row lock is held while fetching.
  */
 PG_FUNCTION_INFO_V1(agentidp_refresh_issuer_keys);
 Datum
 agentidp_refresh_issuer_keys(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(0);
+	int64		stored = 0;
+	uint64		n;
+	SPITupleTable *due;
+	Datum	   *tenants;
+	Datum	   *issuers;
+	char	  **urls;
+	int			level;
+
+	SPI_connect();
+	level = agentidp_pin_search_path();
+	apply_refresh_requests();
+	if (SPI_execute("SELECT k.tenant_id, k.issuer, t.jwks_uri FROM agentidp.issuer_keys AS k "
+					"JOIN agentidp.trusted_issuers AS t USING (tenant_id, issuer) "
+					"WHERE k.next_fetch_at <= now() ORDER BY k.next_fetch_at LIMIT 20",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the due key sets");
+	/* copied out: the fetches run SPI commands and subtransactions */
+	due = SPI_tuptable;
+	n = SPI_processed;
+	tenants = palloc(sizeof(Datum) * Max(n, 1));
+	issuers = palloc(sizeof(Datum) * Max(n, 1));
+	urls = palloc(sizeof(char *) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		tenants[i] = datumCopy(SPI_getbinval(due->vals[i], due->tupdesc, 1, &isnull), false, UUID_LEN);
+		issuers[i] = PointerGetDatum(DatumGetTextPCopy(SPI_getbinval(due->vals[i], due->tupdesc, 2, &isnull)));
+		urls[i] = TextDatumGetCString(SPI_getbinval(due->vals[i], due->tupdesc, 3, &isnull));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		Datum		tenant = tenants[i];
+		Datum		issuer = issuers[i];
+		char	   *url = urls[i];
+		char	   *error = NULL;
+		int			max_age = -1;
+		size_t		len = 0;
+		char	   *body = fetch_key_set(url, &len, &max_age, &error);
+		Jsonb	   *keys = body != NULL ? checked_key_set(body, len, &error) : NULL;
+
+		record_fetch(tenant, issuer, keys, max_age, error);
+		if (keys != NULL)
+			stored++;
+		CHECK_FOR_INTERRUPTS();
+	}
+	AtEOXact_GUC(true, level);
+	SPI_finish();
+	PG_RETURN_INT64(stored);
 }

@@ -179,10 +179,13 @@ make_aad(const pg_uuid_t *tenant_id, const char *kid, unsigned char *aad, int si
 	return UUID_LEN + kidlen;
 }
 
-/* seal plaintext under keks[0]; returns a palloc'd bytea */
+/*
+ * Seal plaintext under kek; returns a palloc'd bytea.  what names the
+ * kind of secret in errors ("signing key").
+ */
 static bytea *
 wrap(const Kek *kek, const pg_uuid_t *tenant_id, const char *kid,
-	 const unsigned char *plain, int plainlen)
+	 const unsigned char *plain, int plainlen, const char *what)
 {
 	bytea	   *out = palloc(VARHDRSZ + IV_LEN + plainlen + TAG_LEN);
 	unsigned char *p = (unsigned char *) VARDATA(out);
@@ -195,7 +198,7 @@ wrap(const Kek *kek, const pg_uuid_t *tenant_id, const char *kid,
 			 p + IV_LEN + plainlen))
 		ereport(ERROR,
 				errcode(ERRCODE_INTERNAL_ERROR),
-				errmsg("could not encrypt a signing key"),
+				errmsg("could not encrypt a %s", what),
 				errdetail_internal("%s", agentidp_openssl_error()));
 	return out;
 }
@@ -203,7 +206,7 @@ wrap(const Kek *kek, const pg_uuid_t *tenant_id, const char *kid,
 /* open a wrapped key with the KEK named kek_id; the result is cleansed by the caller */
 static char *
 unwrap(const pg_uuid_t *tenant_id, const char *kid, const char *kek_id,
-	   const bytea *wrapped, int *plainlen)
+	   const bytea *wrapped, int *plainlen, const char *what)
 {
 	Kek			keks[MAX_KEKS];
 	int			n = load_keks(keks);
@@ -223,7 +226,7 @@ unwrap(const pg_uuid_t *tenant_id, const char *kid, const char *kek_id,
 		explicit_bzero(keks, sizeof(keks));
 		ereport(ERROR,
 				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				errmsg("cannot decrypt signing key \"%s\"", kid),
+				errmsg("cannot decrypt %s \"%s\"", what, kid),
 				errdetail(kek == NULL ?
 						  "The key-encryption key \"%s\" is not in agentidp.kek_file." :
 						  "The stored key is truncated.", kek_id));
@@ -237,12 +240,47 @@ unwrap(const pg_uuid_t *tenant_id, const char *kid, const char *kek_id,
 		explicit_bzero(plain, len);
 		ereport(ERROR,
 				errcode(ERRCODE_DATA_CORRUPTED),
-				errmsg("signing key \"%s\" does not decrypt", kid),
+				errmsg("%s \"%s\" does not decrypt", what, kid),
 				errdetail("The stored key was altered or moved from another row, or the key-encryption key is wrong."));
 	}
 	plain[len] = '\0';
 	*plainlen = len;
 	return plain;
+}
+
+/*
+ * Seal a secret of another part (a webhook secret) as signing keys are
+ * sealed: under the first KEK, bound to the tenant and to a label naming
+ * its row.  *kek_id gets the KEK's id (palloc'd), to store beside the
+ * sealed bytes.
+ */
+bytea *
+agentidp_seal_secret(const pg_uuid_t *tenant_id, const char *label, const char *what,
+					 const unsigned char *plain, int plainlen, char **kek_id)
+{
+	Kek			keks[MAX_KEKS];
+	bytea	   *volatile sealed = NULL;
+
+	(void) load_keks(keks);
+	PG_TRY();
+	{
+		sealed = wrap(&keks[0], tenant_id, label, plain, plainlen, what);
+		*kek_id = pstrdup(keks[0].id);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(keks, sizeof(keks));
+	}
+	PG_END_TRY();
+	return sealed;
+}
+
+/* the plaintext of a sealed secret (palloc'd, cleansed by the caller) */
+char *
+agentidp_open_secret(const pg_uuid_t *tenant_id, const char *label, const char *what,
+					 const char *kek_id, const bytea *sealed, int *plainlen)
+{
+	return unwrap(tenant_id, label, kek_id, sealed, plainlen, what);
 }
 
 /*----------
@@ -313,7 +351,7 @@ agentidp_rotate_signing_key(PG_FUNCTION_ARGS)
 		pub = agentidp_jwk_export(key, false);
 		agentidp_json_compact(&plain, priv);
 		wrapped = wrap(&keks[0], DatumGetUUIDP(tenant_id), kid,
-					   (unsigned char *) plain.data, plain.len);
+					   (unsigned char *) plain.data, plain.len, "signing key");
 	}
 	PG_FINALLY();
 	{
@@ -372,13 +410,13 @@ rewrap_all(const Kek *kek)
 		char	   *kek_id = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
 		bytea	   *old = DatumGetByteaPP(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
 		int			len;
-		char	   *plain = unwrap(tenant, kid, kek_id, old, &len);
+		char	   *plain = unwrap(tenant, kid, kek_id, old, &len, "signing key");
 		bytea	   *volatile fresh = NULL;
 		Datum		args[4];
 
 		PG_TRY();
 		{
-			fresh = wrap(kek, tenant, kid, (unsigned char *) plain, len);
+			fresh = wrap(kek, tenant, kid, (unsigned char *) plain, len, "signing key");
 		}
 		PG_FINALLY();
 		{
@@ -530,7 +568,7 @@ agentidp_active_signer(const pg_uuid_t *tenant_id)
 	/* a miss: decrypt and import into the oldest slot */
 	kek_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	wrapped = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	plain = unwrap(tenant_id, kid, kek_id, wrapped, &len);
+	plain = unwrap(tenant_id, kid, kek_id, wrapped, &len, "signing key");
 	PG_TRY();
 	{
 		jwk = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(plain)));

@@ -45,6 +45,7 @@
 #include "refusals.h"
 #include "token_state.h"
 #include "tokens.h"
+#include "webhooks.h"
 #include "issuers.h"
 #include "worker.h"
 
@@ -960,6 +961,10 @@ refresh_token_body(FunctionCallInfo fcinfo)
 		revoke_family(&tenant, &family);
 		audit_refresh_refusal(&tenant, &agent_id, &family, "denied",
 							  "reuse of a used refresh token: family revoked");
+		/* subscribers hear of it by ids, never by the token */
+		agentidp_enqueue_event(&tenant, "token.reuse_detected",
+							   psprintf("{\"agent_id\": \"%s\", \"refresh_family\": \"%s\"}",
+										uuid_text(&agent_id), uuid_text(&family)));
 		result = oauth_error("invalid_grant",
 							 "the refresh token was already used; every token of its family is revoked");
 	}
