@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # The maintenance's costs.
 #
+# Webhook delivery: a receiver on 127.0.0.1 that answers at once
+# (bench/worker/receiver.py), a tenant subscribed to agent.created, and
+# as many events as agents registered; then one timed
+# agentidp.deliver_webhooks() call delivers them all, at the default batch
+# size (20) and at 100.  Target: 500 events/s or more.
+#
 # Incremental audit verification: a tenant with a chain of base rows (an
 # audited table, agentidp.enable_audit()), verified once; then, in turn,
 # batches of new rows of growing size, each followed by one timed
@@ -9,28 +15,54 @@
 # new rows is one index probe per tenant.  Beside it, the full
 # verify_audit_chain() of the same tenant, whose cost follows the chain.
 #
-#   bench/worker.sh [base rows, default 1000000]
+#   bench/worker.sh [base rows, default 1000000] [events, default 5000]
 #
 # Runs against make run's cluster, which must be running (make run first),
-# as its superuser.  Leaves the tenant bench-worker-<time> and its audit
-# rows (append-only) behind; the table goes.
+# as its superuser.  Leaves the tenants bench-worker-<time> and
+# bench-webhooks-<time>-<batch> with their audit rows (append-only) and
+# agents behind; the table goes.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/env.sh"
 cd "$ROOT"
 
 base=${1:-1000000}
-[[ $base =~ ^[1-9][0-9]*$ ]] || die "usage: bench/worker.sh [base rows, default 1000000]"
+events=${2:-5000}
+[[ $base =~ ^[1-9][0-9]*$ && $events =~ ^[1-9][0-9]*$ ]] ||
+	die "usage: bench/worker.sh [base rows, default 1000000] [events, default 5000]"
 
 psql -X -q -tAc 'SELECT 1' >/dev/null 2>&1 ||
 	die "no PostgreSQL at $PGHOST:$PGPORT (database $PGDATABASE): run make run first"
-[ "$(psql -X -tAc "SELECT to_regprocedure('agentidp.verify_audit_increment(integer)') IS NOT NULL")" = t ] ||
-	die "agentidp.verify_audit_increment() missing: install the current build (make run)"
+[ "$(psql -X -tAc "SELECT to_regprocedure('agentidp.verify_audit_increment(integer)') IS NOT NULL
+					 AND to_regprocedure('agentidp.deliver_webhooks(bigint, interval)') IS NOT NULL")" = t ] ||
+	die "agentidp.verify_audit_increment() or deliver_webhooks() missing: install the current build (make run)"
 
+receiver_pid=
+portfile=$(mktemp)
 cleanup() {
+	[ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null
+	rm -f "$portfile"
 	psql -X -q -c 'SET client_min_messages = warning' \
 		-c 'DROP SCHEMA IF EXISTS bench_worker CASCADE' >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+
+say "webhooks: $events events to a receiver on 127.0.0.1 that answers at once"
+python3 bench/worker/receiver.py "$portfile" &
+receiver_pid=$!
+for _ in $(seq 50); do [ -s "$portfile" ] && break; sleep 0.1; done
+[ -s "$portfile" ] || die "the receiver did not start"
+url="http://127.0.0.1:$(cat "$portfile")/hook"
+printf '%-12s %10s %10s %12s\n' "batch size" delivered ms "events/s"
+for batch in 20 100; do
+	pending=$(psql -X -q -tA -v ON_ERROR_STOP=1 -v name="bench-webhooks-$(date +%s)-$batch" \
+		-v url="$url" -v n="$events" -f bench/worker/events.sql | tail -n 1)
+	[ "$pending" = "$events" ] || die "expected $events pending deliveries, found $pending"
+	read -r delivered ms < <(psql -X -q -tA -v ON_ERROR_STOP=1 -v batch="$batch" \
+		-f bench/worker/deliver.sql | tail -n 1)
+	printf '%-12s %10s %10s %12s\n' "$batch" "$delivered" "$ms" \
+		"$(awk -v n="$delivered" -v ms="$ms" 'BEGIN { printf "%.0f", n * 1000 / ms }')"
+done
+echo
 
 tenant_name="bench-worker-$(date +%s)"
 say "a chain of $base rows for tenant $tenant_name"
