@@ -625,10 +625,20 @@ SELECT t.task, t.runs, t.last_started_at, t.last_finished_at, t.last_ok, t.last_
 		WHERE a.backend_type OPERATOR(pg_catalog.=) 'agentidp worker'
 		  AND a.datid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database AS d
 											  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))
-		AS worker_pids
+		AS worker_pids,
+	   -- what is wrong now: the broken audit chains of the tenants the reader administers
+	   CASE WHEN t.task OPERATOR(pg_catalog.=) 'audit_verification' THEN
+		(SELECT pg_catalog.array_agg(pg_catalog.format('tenant %s: broken at row %s: %s',
+													   v.tenant_id, v.broken_seq, v.broken_reason)
+									 ORDER BY v.tenant_id)
+		 FROM agentidp.audit_verified AS v
+		 WHERE v.broken_seq IS NOT NULL
+		   AND (pg_catalog.current_setting('is_superuser')::boolean
+				OR v.tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT agentidp.admin_tenants())::uuid[])))
+	   END AS problems
 FROM agentidp.maintenance_tasks AS t;
 COMMENT ON VIEW agentidp.worker_status IS
-'each maintenance task''s last run (rows handled, last error) and the worker processes serving this database';
+'each maintenance task''s last run (rows handled, last error), the worker processes serving this database, and what is wrong now (broken audit chains)';
 GRANT SELECT ON agentidp.worker_status TO agentidp_admin;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA agentidp FROM PUBLIC;

@@ -98,11 +98,16 @@ SELECT * FROM agentidp.verify_audit_increment(0);
 
 -- everything in one call, as the worker and pg_cron run it; the status view
 CALL agentidp.run_maintenance();
-SELECT task, runs > 0 AS ran, last_ok FROM agentidp.worker_status ORDER BY task;
+SELECT task, runs > 0 AS ran, last_ok, problems IS NOT NULL AS problems FROM agentidp.worker_status ORDER BY task;
+-- the broken chain found above, as a problem of the task
+SELECT p LIKE 'tenant ' || :'t' || ': broken at row % verified before, was changed or removed' AS broken_chain_shown
+FROM agentidp.worker_status, unnest(problems) AS p WHERE task = 'audit_verification' AND p LIKE '%' || :'t' || '%';
 
 -- administrators read the status; the tasks are the superuser's
 SET ROLE regress_admin_a;
 SELECT count(*) AS tasks FROM agentidp.worker_status;
+-- the broken chain of a tenant they do not administer is not theirs to see
+SELECT count(*) AS shown FROM agentidp.worker_status, unnest(problems) AS p WHERE p LIKE '%' || :'t' || '%';
 \set VERBOSITY terse
 SELECT * FROM agentidp.expire_batch();
 SELECT * FROM agentidp.verify_audit_increment();
