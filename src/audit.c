@@ -206,11 +206,69 @@ forget_queue(void)
  * inet_client_addr() knows it without our including libpq-be.h (which
  * needs the GSSAPI headers).
  */
+/*
+ * The HTTP front's request, for the audit rows of this transaction: the
+ * client's address (the connection's peer is the front itself) and the
+ * request id, used as trace id when agentidp.trace_id is not set.
+ * agentidp._set_request_context() sets them; the end of the transaction
+ * clears them.
+ */
+static inet *request_addr = NULL;
+static char *request_id = NULL;
+
+static void
+forget_request_context(void)
+{
+	if (request_addr != NULL)
+		pfree(request_addr);
+	if (request_id != NULL)
+		pfree(request_id);
+	request_addr = NULL;
+	request_id = NULL;
+}
+
+/*
+ * agentidp._set_request_context(client_addr inet, request_id text) RETURNS void
+ *
+ * For the HTTP front's role only (the endpoints call it): a caller who could
+ * set it could put any address in the audit log.
+ */
+PG_FUNCTION_INFO_V1(agentidp_set_request_context);
+Datum
+agentidp_set_request_context(PG_FUNCTION_ARGS)
+{
+	forget_request_context();
+	if (!PG_ARGISNULL(0))
+	{
+		inet	   *a = PG_GETARG_INET_PP(0);
+
+		request_addr = MemoryContextAlloc(TopMemoryContext, VARSIZE_ANY(a));
+		memcpy(request_addr, a, VARSIZE_ANY(a));
+	}
+	if (!PG_ARGISNULL(1))
+	{
+		text	   *t = PG_GETARG_TEXT_PP(1);
+
+		if (VARSIZE_ANY_EXHDR(t) > 128)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("request_id must be at most 128 bytes"));
+		request_id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(t));
+	}
+	PG_RETURN_VOID();
+}
+
 static bool
 client_address(Datum *addr)
 {
 	static bool known = false;
 	static inet *cached = NULL;
+
+	if (request_addr != NULL)
+	{
+		*addr = InetPGetDatum(request_addr);
+		return true;
+	}
 
 	if (!known)
 	{
@@ -274,6 +332,11 @@ fill_actor(Datum *values, bool *isnull)
 	if (agentidp_trace_id != NULL && agentidp_trace_id[0] != '\0')
 	{
 		values[AUDIT_ATT_TRACE_ID - 1] = CStringGetTextDatum(agentidp_trace_id);
+		isnull[AUDIT_ATT_TRACE_ID - 1] = false;
+	}
+	else if (request_id != NULL)
+	{
+		values[AUDIT_ATT_TRACE_ID - 1] = CStringGetTextDatum(request_id);
 		isnull[AUDIT_ATT_TRACE_ID - 1] = false;
 	}
 	else
@@ -749,6 +812,7 @@ audit_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			/* memory and temporary files go with the transaction */
 			forget_queue();
+			forget_request_context();
 			break;
 		default:
 			break;

@@ -2167,6 +2167,36 @@ authenticate_assertion(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 }
 
 /*
+ * agentidp._authenticate_client_assertion(client_assertion text) RETURNS text
+ *
+ * private_key_jwt client authentication alone, for the revocation and
+ * introspection endpoints: the client_id of the agent the assertion
+ * authenticates (its jti is used up), else the one 28000 refusal.
+ */
+PG_FUNCTION_INFO_V1(agentidp_authenticate_client_assertion);
+Datum
+agentidp_authenticate_client_assertion(PG_FUNCTION_ARGS)
+{
+	AgentidpOwnerContext oc;
+	pg_uuid_t	agent_id;
+	pg_uuid_t	key_id;
+	Issuance	is;
+	text	   *client_id;
+
+	SPI_connect();
+	agentidp_become_owner(&oc);
+	authenticate_assertion(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), &agent_id, &key_id);
+	if (!load_issuance(&agent_id, &is))
+		assertion_refused("agent or tenant not active");
+	client_id = (text *) SPI_palloc(VARHDRSZ + strlen(is.client_id));
+	SET_VARSIZE(client_id, VARHDRSZ + strlen(is.client_id));
+	memcpy(VARDATA(client_id), is.client_id, strlen(is.client_id));
+	agentidp_restore_user(&oc);
+	SPI_finish();
+	PG_RETURN_TEXT_P(client_id);
+}
+
+/*
  * agentidp.issue_token_jwt(client_assertion text, scope text DEFAULT NULL,
  *							audience text DEFAULT NULL) RETURNS jsonb
  *
