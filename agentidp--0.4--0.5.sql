@@ -495,6 +495,29 @@ COMMENT ON FUNCTION agentidp.reset_quotas() IS
 'starts the new counting windows of quotas whose window ended; returns how many (a hook for the limits)';
 
 /*
+ * A task that is one call returning how many rows it handled: run it,
+ * and record the run, its failure too, without ending the caller.
+ */
+CREATE FUNCTION agentidp._run_task(task text, call text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	started timestamptz := clock_timestamp();
+	n bigint;
+	err text;
+BEGIN
+	BEGIN
+		EXECUTE 'SELECT ' || call INTO n;
+	EXCEPTION WHEN OTHERS THEN
+		err := SQLERRM;
+	END;
+	PERFORM agentidp._task_failed(task, err);
+	PERFORM agentidp._task_done(task, started, n, err);
+END
+$$;
+
+/*
  * Every task, each in its own short transactions: what the background
  * worker runs every agentidp.worker_naptime, and what pg_cron runs where
  * the library cannot be preloaded (CALL agentidp.run_maintenance()).  A
@@ -562,41 +585,14 @@ BEGIN
 
 	-- refused grants queued in shared memory (preloaded only)
 	IF agentidp._preloaded() THEN
-		started := pg_catalog.clock_timestamp();
-		n := NULL;
-		err := NULL;
-		BEGIN
-			n := agentidp.drain_refusals();
-		EXCEPTION WHEN OTHERS THEN
-			err := SQLERRM;
-		END;
-		PERFORM agentidp._task_failed('refusals', err);
-	PERFORM agentidp._task_done('refusals', started, n, err);
+		PERFORM agentidp._run_task('refusals', 'agentidp.drain_refusals()');
 		COMMIT;
 	END IF;
 
 	-- trusted issuers' key sets, and quota windows
-	started := pg_catalog.clock_timestamp();
-	n := NULL;
-	err := NULL;
-	BEGIN
-		n := agentidp.refresh_issuer_keys();
-	EXCEPTION WHEN OTHERS THEN
-		err := SQLERRM;
-	END;
-	PERFORM agentidp._task_failed('issuer_keys', err);
-	PERFORM agentidp._task_done('issuer_keys', started, n, err);
+	PERFORM agentidp._run_task('issuer_keys', 'agentidp.refresh_issuer_keys()');
 	COMMIT;
-	started := pg_catalog.clock_timestamp();
-	n := NULL;
-	err := NULL;
-	BEGIN
-		n := agentidp.reset_quotas();
-	EXCEPTION WHEN OTHERS THEN
-		err := SQLERRM;
-	END;
-	PERFORM agentidp._task_failed('quota_reset', err);
-	PERFORM agentidp._task_done('quota_reset', started, n, err);
+	PERFORM agentidp._run_task('quota_reset', 'agentidp.reset_quotas()');
 	COMMIT;
 
 	-- webhooks last: delivery waits on the network, outside any transaction

@@ -97,30 +97,52 @@ RETURN jsonb_build_object('status', status,
  * RFC 7009 revocation: the authenticated client revokes a token issued to
  * it; an invalid, expired or unknown token is no error (200).
  */
-CREATE FUNCTION agentidp.revocation_endpoint(request jsonb) RETURNS jsonb
+/*
+ * What revocation and introspection begin with: the request's context,
+ * the client's authentication, the token parameter.  Either the client
+ * (its client_id and its tenant's issuer) or the error response.
+ */
+CREATE FUNCTION agentidp._token_request(request jsonb, OUT client_id text, OUT issuer text,
+										OUT error jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	client record;
 	msg text;
 BEGIN
 	PERFORM agentidp._require(request IS NOT NULL AND jsonb_typeof(request) = 'object', '22023',
 		'the request must be a JSON object of the form parameters');
 	PERFORM agentidp._request_context(request);
 	BEGIN
-		client := agentidp._authenticate_client(request);
+		SELECT c.client_id, c.issuer INTO client_id, issuer FROM agentidp._authenticate_client(request) AS c;
 	EXCEPTION WHEN invalid_authorization_specification OR invalid_password THEN
-		RETURN agentidp._endpoint_error(401, 'invalid_client', 'client authentication failed');
+		error := agentidp._endpoint_error(401, 'invalid_client', 'client authentication failed');
+		RETURN;
 	WHEN invalid_parameter_value OR null_value_not_allowed THEN
 		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-		RETURN agentidp._endpoint_error(400, 'invalid_request', msg);
+		error := agentidp._endpoint_error(400, 'invalid_request', msg);
+		RETURN;
 	END;
 	IF request ->> 'token' IS NULL THEN
-		RETURN agentidp._endpoint_error(400, 'invalid_request', 'token is missing');
+		error := agentidp._endpoint_error(400, 'invalid_request', 'token is missing');
+	END IF;
+END
+$$;
+
+CREATE FUNCTION agentidp.revocation_endpoint(request jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	req record;
+	msg text;
+BEGIN
+	req := agentidp._token_request(request);
+	IF req.error IS NOT NULL THEN
+		RETURN req.error;
 	END IF;
 	BEGIN
-		PERFORM agentidp.revoke_token(request ->> 'token', client.client_id);
+		PERFORM agentidp.revoke_token(request ->> 'token', req.client_id);
 	EXCEPTION WHEN invalid_authorization_specification THEN
 		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 		RETURN agentidp._endpoint_error(400, 'unauthorized_client', msg);
@@ -140,26 +162,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	client record;
-	msg text;
+	req record;
 	r jsonb;
 BEGIN
-	PERFORM agentidp._require(request IS NOT NULL AND jsonb_typeof(request) = 'object', '22023',
-		'the request must be a JSON object of the form parameters');
-	PERFORM agentidp._request_context(request);
-	BEGIN
-		client := agentidp._authenticate_client(request);
-	EXCEPTION WHEN invalid_authorization_specification OR invalid_password THEN
-		RETURN agentidp._endpoint_error(401, 'invalid_client', 'client authentication failed');
-	WHEN invalid_parameter_value OR null_value_not_allowed THEN
-		GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-		RETURN agentidp._endpoint_error(400, 'invalid_request', msg);
-	END;
-	IF request ->> 'token' IS NULL THEN
-		RETURN agentidp._endpoint_error(400, 'invalid_request', 'token is missing');
+	req := agentidp._token_request(request);
+	IF req.error IS NOT NULL THEN
+		RETURN req.error;
 	END IF;
 	r := agentidp.introspect_token(request ->> 'token');
-	IF (r ->> 'active')::boolean AND r ->> 'iss' IS DISTINCT FROM client.issuer THEN
+	IF (r ->> 'active')::boolean AND r ->> 'iss' IS DISTINCT FROM req.issuer THEN
 		r := '{"active": false}';
 	END IF;
 	RETURN jsonb_build_object('status', 200, 'body', r);
@@ -220,6 +231,7 @@ GRANT EXECUTE ON FUNCTION
 	agentidp._authenticate_client(jsonb),
 	agentidp._authenticate_client_assertion(text),
 	agentidp._endpoint_error(integer, text, text),
+	agentidp._token_request(jsonb),
 	agentidp.revocation_endpoint(jsonb),
 	agentidp.introspection_endpoint(jsonb),
 	agentidp.http_metadata(text),
