@@ -21,11 +21,7 @@ plan skip_all => 'resident memory is not meaningful under the sanitizers'
 
 my $node = PostgreSQL::Test::Cluster->new('memory');
 $node->init;
-my $kek = $node->basedir . '/kek';
-PostgreSQL::Test::Utils::append_to_file($kek,
-	"k1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
-chmod 0600, $kek;
-$node->append_conf('postgresql.conf', "agentidp.kek_file = '$kek'");
+AgentidpNode::add_kek($node);
 AgentidpNode::start($node);
 $node->safe_psql('postgres', 'CREATE EXTENSION agentidp');
 

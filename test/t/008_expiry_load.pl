@@ -19,10 +19,7 @@ my $batch = 10_000;
 
 my $node = PostgreSQL::Test::Cluster->new('expiry');
 $node->init;
-my $kek = $node->basedir . '/kek';
-PostgreSQL::Test::Utils::append_to_file($kek, "k1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
-chmod 0600, $kek;
-$node->append_conf('postgresql.conf', "agentidp.kek_file = '$kek'");
+AgentidpNode::add_kek($node);
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'agentidp'");
 # the worker stays out of the way: the test runs the maintenance itself
 $node->append_conf('postgresql.conf', "agentidp.worker_naptime = '1h'");

@@ -24,10 +24,7 @@ my $server_script = "$FindBin::Bin/../issuers/jwks_server.py";
 
 my $node = PostgreSQL::Test::Cluster->new('issuers');
 $node->init;
-my $kek = $node->basedir . '/kek';
-PostgreSQL::Test::Utils::append_to_file($kek, "k1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
-chmod 0600, $kek;
-$node->append_conf('postgresql.conf', "agentidp.kek_file = '$kek'");
+AgentidpNode::add_kek($node);
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'agentidp'");
 $node->append_conf('postgresql.conf', 'agentidp.worker_naptime = 1');
 # the key set is on 127.0.0.1
