@@ -2275,6 +2275,24 @@ in_scope_list(const char *list, const char *s, size_t len)
 	return false;
 }
 
+/* the "act" claim of a delegated token: the actor now, prior actors inside */
+static char *
+act_claim(const pg_uuid_t *actor, const char *client_id, JsonbValue *prior)
+{
+	StringInfoData act;
+
+	initStringInfo(&act);
+	appendStringInfoChar(&act, '{');
+	append_json_string(&act, "sub", uuid_text(actor));
+	appendStringInfoChar(&act, ',');
+	append_json_string(&act, "client_id", client_id);
+	if (prior != NULL && prior->type == jbvBinary)
+		appendStringInfo(&act, ",\"act\":%s",
+						 JsonbToCString(NULL, prior->val.binary.data, prior->val.binary.len));
+	appendStringInfoChar(&act, '}');
+	return act.data;
+}
+
 /* whether a token's kid is one of this database's signing keys */
 static bool
 own_key_token(text *token)
@@ -2315,7 +2333,7 @@ exchange_for_person(FunctionCallInfo fcinfo)
 	int			nallowed = 0;
 	char	   *scope;
 	char	   *aud;
-	StringInfoData act;
+	char	   *act;
 	Delegation	dg;
 
 	if (claim(actor, "subject_issuer") != NULL || claim(actor, "act") != NULL)
@@ -2353,18 +2371,13 @@ exchange_for_person(FunctionCallInfo fcinfo)
 	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), allowed, nallowed);
 	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
 
-	initStringInfo(&act);
-	appendStringInfoChar(&act, '{');
-	append_json_string(&act, "sub", uuid_text(&actor_agent));
-	appendStringInfoChar(&act, ',');
-	append_json_string(&act, "client_id", is.client_id);
-	appendStringInfoChar(&act, '}');
+	act = act_claim(&actor_agent, is.client_id, NULL);
 
 	/* the actor's credential: revoking it ends the delegated token too */
 	is.cred = string_claim(actor, "cred");
 	is.nroles = 0;
 	dg.actor = &actor_agent;
-	dg.act = act.data;
+	dg.act = act;
 	dg.exp_cap = ext.exp;
 	dg.subject = ext.sub;
 	dg.subject_issuer = ext.issuer;
@@ -2410,8 +2423,7 @@ exchange_token_body(FunctionCallInfo fcinfo)
 	char	   *subject_scope;
 	char	   *scope;
 	char	   *aud;
-	StringInfoData act;
-	JsonbValue *prior;
+	char	   *act;
 	Delegation	dg;
 	Jsonb	   *result;
 
@@ -2506,17 +2518,7 @@ exchange_token_body(FunctionCallInfo fcinfo)
 	scope = grant_scope(PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2), allowed, nallowed);
 	aud = grant_audience(PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3), &is);
 
-	/* the actor now, prior actors (the subject token's act) inside */
-	initStringInfo(&act);
-	appendStringInfoChar(&act, '{');
-	append_json_string(&act, "sub", uuid_text(&actor_agent));
-	appendStringInfoChar(&act, ',');
-	append_json_string(&act, "client_id", actor_is.client_id);
-	prior = claim(subject, "act");
-	if (prior != NULL && prior->type == jbvBinary)
-		appendStringInfo(&act, ",\"act\":%s",
-						 JsonbToCString(NULL, prior->val.binary.data, prior->val.binary.len));
-	appendStringInfoChar(&act, '}');
+	act = act_claim(&actor_agent, actor_is.client_id, claim(subject, "act"));
 
 	is.client_id = actor_is.client_id;
 	/* the actor's credential: revoking it ends the delegated token too */
@@ -2537,7 +2539,7 @@ exchange_token_body(FunctionCallInfo fcinfo)
 		is.nroles = nboth;
 	}
 	dg.actor = &actor_agent;
-	dg.act = act.data;
+	dg.act = act;
 	dg.exp_cap = date_claim(subject, "exp");
 	dg.subject = NULL;
 	dg.subject_issuer = NULL;
