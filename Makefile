@@ -58,7 +58,7 @@ endif
 BUILD_FLAGS_STAMP = .build-flags
 $(shell echo '$(PG_CFLAGS) $(SHLIB_LINK)' | cmp -s - $(BUILD_FLAGS_STAMP) || \
 	echo '$(PG_CFLAGS) $(SHLIB_LINK)' > $(BUILD_FLAGS_STAMP))
-EXTRA_CLEAN = $(BUILD_FLAGS_STAMP)
+EXTRA_CLEAN = $(BUILD_FLAGS_STAMP) agentidp-httpd $(HTTPD_OBJS)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifeq ($(PGXS),)
@@ -69,9 +69,37 @@ else
 include $(PGXS)
 endif
 
+# agentidp-httpd, the HTTP front: a client program beside the module, so
+# explicit rules (PGXS builds one MODULE_big or one PROGRAM, not both)
+HTTPD_OBJS = src/httpd/form.o src/httpd/log.o src/httpd/main.o \
+	src/httpd/metrics.o src/httpd/pool.o src/httpd/server.o
+HTTPD_CFLAGS = -O2 -g -std=gnu11 -pthread -Wall -Wextra -Wno-unused-parameter \
+	-Wno-missing-field-initializers -Wno-sign-compare -Werror \
+	-I$(shell $(PG_CONFIG) --includedir)
+HTTPD_LIBS = -lmicrohttpd -L$(shell $(PG_CONFIG) --libdir) -lpq -pthread
+ifeq ($(SANITIZE),1)
+HTTPD_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+HTTPD_LIBS += -fsanitize=address,undefined
+endif
+
+ifneq ($(PGXS),)
+all: agentidp-httpd
+install: install-httpd
+endif
+
+src/httpd/%.o: src/httpd/%.c src/httpd/httpd.h $(BUILD_FLAGS_STAMP)
+	$(CC) $(HTTPD_CFLAGS) -c -o $@ $<
+
+agentidp-httpd: $(HTTPD_OBJS)
+	$(CC) $(HTTPD_CFLAGS) -o $@ $(HTTPD_OBJS) $(HTTPD_LIBS)
+
+install-httpd: agentidp-httpd
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) agentidp-httpd '$(DESTDIR)$(bindir)/'
+
 $(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h src/authz.h src/http.h src/webhooks.h bgworker/worker.h
 
-.PHONY: run test stop deps tap isolationcheck
+.PHONY: run test stop deps tap isolationcheck install-httpd
 
 run:
 	@scripts/run.sh

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Start, stop or report on the private PostgreSQL cluster and Redis in
 # .cluster/.  Processes are found by their PID files, never by name.
-#   cluster.sh start | stop | status | wipe
+#   cluster.sh start | stop | status | wipe | httpd-start | httpd-stop
+# httpd-start (re)starts agentidp-httpd, the HTTP front; it needs the login
+# role that scripts/setup-db.sh creates, so make run and make test call it
+# after the setup.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
@@ -29,6 +32,60 @@ redis_pid() {
 	local pid
 	pid=$(cat "$f")
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+httpd_pid() {
+	local f="$CLUSTER_DIR/httpd.pid"
+	[ -f "$f" ] || return 1
+	local pid
+	pid=$(cat "$f")
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+httpd_stop() {
+	local pid
+	if pid=$(httpd_pid); then
+		say "stopping agentidp-httpd"
+		# SIGTERM drains the requests in flight, for up to 5 seconds
+		kill -TERM "$pid"
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+	fi
+	rm -f "$CLUSTER_DIR/httpd.pid"
+}
+
+# The HTTP front on 127.0.0.1:$AGENTIDP_HTTP_PORT, as the cluster's user,
+# connecting as agentidp_httpd with the password setup-db.sh keeps in
+# httpd.pgpass.  Restarted every time: it keeps no state.
+httpd_start() {
+	local bin="$PG_BINDIR/agentidp-httpd" conf="$CLUSTER_DIR/httpd.conf"
+	[ -x "$bin" ] || bin="$ROOT/agentidp-httpd"
+	[ -x "$bin" ] || die "agentidp-httpd is not built (make && make install)"
+	[ -f "$CLUSTER_DIR/httpd.pgpass" ] || die "no $CLUSTER_DIR/httpd.pgpass: run scripts/setup-db.sh first"
+	httpd_stop
+	cat > "$conf" <<CONF
+# written by scripts/cluster.sh httpd-start
+listen = 127.0.0.1
+port = $AGENTIDP_HTTP_PORT
+conninfo = host=127.0.0.1 port=$AGENTIDP_PGPORT dbname=$AGENTIDP_DB user=agentidp_httpd passfile='$CLUSTER_DIR/httpd.pgpass'
+public_url = http://127.0.0.1:$AGENTIDP_HTTP_PORT
+log_file = $CLUSTER_DIR/httpd.log
+pid_file = $CLUSTER_DIR/httpd.pid
+CONF
+	if [ "$(id -u)" -eq 0 ]; then
+		touch "$CLUSTER_DIR/httpd.log"
+		chown "$AGENTIDP_OS_USER" "$CLUSTER_DIR/httpd.log" "$CLUSTER_DIR/httpd.pgpass"
+	fi
+	say "starting agentidp-httpd on 127.0.0.1:$AGENTIDP_HTTP_PORT"
+	# shellcheck disable=SC2046
+	as_pg_user env $(sanitizer_env) "$bin" --config "$conf" \
+		</dev/null >>"$CLUSTER_DIR/httpd.out" 2>&1 &
+	for _ in $(seq 50); do
+		httpd_pid >/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$AGENTIDP_HTTP_PORT") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	tail -n 20 "$CLUSTER_DIR/httpd.out" "$CLUSTER_DIR/httpd.log" 2>/dev/null
+	die "agentidp-httpd did not start"
 }
 
 init_cluster() {
@@ -119,6 +176,7 @@ start() {
 }
 
 stop() {
+	httpd_stop
 	if pg_running; then
 		say "stopping PostgreSQL"
 		as_pg_user pg_ctl -D "$PGDATA_DIR" -m fast -w stop >/dev/null
@@ -135,6 +193,7 @@ stop() {
 status() {
 	pg_running && echo "PostgreSQL: running on 127.0.0.1:$AGENTIDP_PGPORT" || echo "PostgreSQL: stopped"
 	redis_pid >/dev/null && echo "Redis: running on 127.0.0.1:$AGENTIDP_REDIS_PORT" || echo "Redis: stopped"
+	httpd_pid >/dev/null && echo "agentidp-httpd: running on 127.0.0.1:$AGENTIDP_HTTP_PORT" || echo "agentidp-httpd: stopped"
 }
 
 case "${1:-}" in
@@ -142,5 +201,7 @@ case "${1:-}" in
 	stop) stop ;;
 	status) status ;;
 	wipe) stop; rm -rf "$CLUSTER_DIR" ;;
-	*) echo "usage: $0 start|stop|status|wipe" >&2; exit 2 ;;
+	httpd-start) httpd_start ;;
+	httpd-stop) httpd_stop ;;
+	*) echo "usage: $0 start|stop|status|wipe|httpd-start|httpd-stop" >&2; exit 2 ;;
 esac

@@ -39,3 +39,23 @@ SQL
 	awk '{ for (i = 1; i < NF; i += 2) print $i, $(i + 1) }' "$creds.tmp" > "$creds"
 	rm -f "$creds.tmp"
 fi
+
+# The login role of agentidp-httpd: a member of agentidp_service, with a
+# random password kept in .cluster/httpd.pgpass (mode 0600, libpq's passfile
+# format) and set again on every run, so that file and role always agree.
+pgpass="$CLUSTER_DIR/httpd.pgpass"
+if [ ! -s "$pgpass" ]; then
+	umask 077
+	printf '127.0.0.1:%s:%s:agentidp_httpd:%s\n' "$AGENTIDP_PGPORT" "$AGENTIDP_DB" \
+		"$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n' | head -c 40)" > "$pgpass"
+	umask 022
+fi
+httpd_pw=$(cut -d: -f5 "$pgpass")
+psql_q -d "$AGENTIDP_DB" -v pw="$httpd_pw" <<'SQL'
+SET client_min_messages = warning;
+SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'agentidp_httpd') AS create_role \gset
+\if :create_role
+CREATE ROLE agentidp_httpd LOGIN IN ROLE agentidp_service;
+\endif
+ALTER ROLE agentidp_httpd LOGIN PASSWORD :'pw';
+SQL

@@ -19,6 +19,7 @@ make -s -j2 >/dev/null
 make -s install >/dev/null
 scripts/cluster.sh start
 scripts/setup-db.sh
+scripts/cluster.sh httpd-start
 set +e
 
 passed=0
@@ -72,11 +73,27 @@ say "node clients"
 if PGDATABASE="$AGENTIDP_DB" test/node/run.sh >"$CLUSTER_DIR/logs/node.log" 2>&1; then
 	n=$(sed -nE 's/^# pass ([0-9]+)/\1/p' "$CLUSTER_DIR/logs/node.log" | tail -n 1)
 	passed=$((passed + 1))
-	summary+=("node clients (jose, pg): ${n:-?} tests passed")
+	summary+=("node clients (jose, pg, oauth4webapi): ${n:-?} tests passed")
 else
 	failed=$((failed + 1))
-	summary+=("node clients (jose, pg): FAILED")
+	summary+=("node clients (jose, pg, oauth4webapi): FAILED")
 	tail -n 60 "$CLUSTER_DIR/logs/node.log"
+fi
+
+# agentidp-httpd over HTTP: the OAuth endpoints and their errors, the
+# documents, health, metrics, limits, and no secret in its access log
+say "http front"
+if AGENTIDP_HTTP_URL="http://127.0.0.1:$AGENTIDP_HTTP_PORT" \
+	AGENTIDP_CREDENTIALS="$CLUSTER_DIR/demo-credentials" \
+	AGENTIDP_HTTPD_LOG="$CLUSTER_DIR/httpd.log" \
+	timeout 300 /usr/bin/python3 -B test/http/test_http.py >"$CLUSTER_DIR/logs/http.log" 2>&1; then
+	passed=$((passed + 1))
+	summary+=("http front: $(grep -Eo 'Ran [0-9]+ tests?' "$CLUSTER_DIR/logs/http.log") passed")
+else
+	failed=$((failed + 1))
+	summary+=("http front: FAILED")
+	tail -n 60 "$CLUSTER_DIR/logs/http.log"
+	tail -n 20 "$CLUSTER_DIR/httpd.log" "$CLUSTER_DIR/httpd.out" 2>/dev/null
 fi
 
 say "TAP"

@@ -1,0 +1,1053 @@
+/*-------------------------------------------------------------------------
+ *
+ * server.c
+ *	  The libmicrohttpd server: routing, request bodies, client
+ *	  authentication headers, the request object passed to the endpoint
+ *	  functions, responses, the JWKS and metadata cache, and draining at
+ *	  shutdown.  Every OAuth decision is the database's: this file only
+ *	  turns HTTP into one SQL call and the call's answer back into HTTP.
+ *
+ *	  Per-request state is made on the first access-handler call and freed
+ *	  in the completed callback, which also writes the access log line.
+ *
+ * IDENTIFICATION
+ *	  src/httpd/server.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "httpd.h"
+
+typedef enum Route
+{
+	R_NONE,
+	R_TOKEN,
+	R_REVOKE,
+	R_INTROSPECT,
+	R_JWKS,
+	R_METADATA,
+	R_HEALTHZ,
+	R_READYZ,
+	R_METRICS
+} Route;
+
+typedef struct Request
+{
+	struct timespec start;
+	char		request_id[33];
+	char		client_addr[INET6_ADDRSTRLEN];
+	char	   *method;
+	char	   *path;
+	Route		route;
+	Endpoint	ep;
+	char		tenant[64];		/* empty: not scoped by path */
+	StrBuf		body;
+	bool		too_large;
+	size_t		discarded;
+	int			status;			/* what was sent, for the log and metrics */
+} Request;
+
+/* response flags */
+#define RF_NO_STORE		0x01
+#define RF_WWW_AUTH		0x02
+#define RF_PUBLIC		0x04
+#define RF_RETRY		0x08
+
+static struct MHD_Daemon *daemon_handle;
+static int	in_flight;
+static int	draining;		/* set at SIGTERM: close keep-alive connections */
+
+/*
+ * A body that may hold tokens: its bytes are zeroed before they go back to
+ * the allocator, when libmicrohttpd is done with the response.
+ */
+typedef struct SecretBody
+{
+	size_t		len;
+	char		data[];
+} SecretBody;
+
+static void
+secret_body_free(void *cls)
+{
+	SecretBody *b = cls;
+
+	explicit_bzero(b->data, b->len);
+	free(b);
+}
+
+static double
+elapsed_seconds(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/*
+ * Queue a response.  body may be NULL (no body); its bytes are copied.
+ * allow names the methods of a 405.
+ */
+static enum MHD_Result
+respond(struct MHD_Connection *conn, Request *req, int status,
+		const char *content_type, const char *body, size_t len, int flags,
+		const char *allow)
+{
+	SecretBody *b = malloc(sizeof(SecretBody) + len + 1);
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	if (b == NULL)
+		return MHD_NO;
+	b->len = len;
+	if (len)
+		memcpy(b->data, body, len);
+	b->data[len] = '\0';
+	resp = MHD_create_response_from_buffer_with_free_callback_cls(len, b->data,
+																  secret_body_free, b);
+	if (resp == NULL)
+	{
+		secret_body_free(b);
+		return MHD_NO;
+	}
+	if (content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	if (flags & RF_NO_STORE)
+	{
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_PRAGMA, "no-cache");
+	}
+	if (flags & RF_PUBLIC)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+								"public, max-age=300");
+	if (flags & RF_WWW_AUTH)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+								"Basic realm=\"agentidp\"");
+	if (flags & RF_RETRY)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+	if (allow)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+	if (__atomic_load_n(&draining, __ATOMIC_RELAXED))
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	if (ret == MHD_YES)
+		req->status = status;
+	return ret;
+}
+
+/* an OAuth2 error body (RFC 6749 section 5.2), never naming a secret */
+static enum MHD_Result
+respond_error(struct MHD_Connection *conn, Request *req, int status,
+			  const char *error, const char *description, int flags,
+			  const char *allow)
+{
+	StrBuf		buf = {0};
+	enum MHD_Result ret;
+
+	httpd_buf_appends(&buf, "{\"error\":");
+	httpd_buf_json_string(&buf, error);
+	if (description)
+	{
+		httpd_buf_appends(&buf, ",\"error_description\":");
+		httpd_buf_json_string(&buf, description);
+	}
+	httpd_buf_appends(&buf, "}");
+	if (buf.failed)
+	{
+		httpd_buf_free(&buf);
+		return MHD_NO;
+	}
+	if (status == 401)
+		flags |= RF_WWW_AUTH;
+	ret = respond(conn, req, status, "application/json", buf.data, buf.len,
+				  flags, allow);
+	httpd_buf_free(&buf);
+	return ret;
+}
+
+/* ---------------------------------------------------------------------
+ * The JWKS and metadata cache: a few seconds per tenant, since keys are
+ * published before they sign, so that key-set fetches do not each cost a
+ * database round trip.
+ * ---------------------------------------------------------------------
+ */
+#define CACHE_SIZE 128
+
+typedef struct CacheEntry
+{
+	PoolStatement stmt;
+	char		tenant[64];
+	char	   *body;			/* NULL: the tenant is unknown (404) */
+	struct timespec expires;
+	bool		used;
+} CacheEntry;
+
+static CacheEntry cache[CACHE_SIZE];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool
+cache_get(PoolStatement stmt, const char *tenant, char **body)
+{
+	struct timespec now;
+	bool		found = false;
+
+	if (httpd_config.cache_seconds <= 0)
+		return false;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&cache_lock);
+	for (int i = 0; i < CACHE_SIZE; i++)
+	{
+		CacheEntry *e = &cache[i];
+
+		if (e->used && e->stmt == stmt && strcmp(e->tenant, tenant) == 0 &&
+			now.tv_sec < e->expires.tv_sec)
+		{
+			*body = e->body ? strdup(e->body) : NULL;
+			found = (e->body == NULL || *body != NULL);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return found;
+}
+
+static void
+cache_put(PoolStatement stmt, const char *tenant, const char *body)
+{
+	struct timespec now;
+	CacheEntry *victim = NULL;
+
+	if (httpd_config.cache_seconds <= 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&cache_lock);
+	for (int i = 0; i < CACHE_SIZE; i++)
+	{
+		CacheEntry *e = &cache[i];
+
+		if (e->used && e->stmt == stmt && strcmp(e->tenant, tenant) == 0)
+		{
+			victim = e;
+			break;
+		}
+		/* else the first free or expired entry, else the oldest */
+		if (victim == NULL || !e->used ||
+			(victim->used && e->expires.tv_sec < victim->expires.tv_sec))
+			victim = e;
+	}
+	free(victim->body);
+	victim->used = true;
+	victim->stmt = stmt;
+	snprintf(victim->tenant, sizeof(victim->tenant), "%s", tenant);
+	victim->body = body ? strdup(body) : NULL;
+	victim->expires = now;
+	victim->expires.tv_sec += httpd_config.cache_seconds;
+	pthread_mutex_unlock(&cache_lock);
+}
+
+/* ---------------------------------------------------------------------
+ * Routing
+ * ---------------------------------------------------------------------
+ */
+
+/* a tenant name as agentidp._valid_slug accepts it */
+static bool
+valid_slug(const char *s, size_t len)
+{
+	if (len < 1 || len > 63)
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+			continue;
+		if (i > 0 && (c == '.' || c == '_' || c == '-'))
+			continue;
+		return false;
+	}
+	return true;
+}
+
+static Route
+route_suffix(const char *rest)
+{
+	if (strcmp(rest, "/oauth/token") == 0)
+		return R_TOKEN;
+	if (strcmp(rest, "/oauth/revoke") == 0)
+		return R_REVOKE;
+	if (strcmp(rest, "/oauth/introspect") == 0)
+		return R_INTROSPECT;
+	return R_NONE;
+}
+
+static void
+route(Request *req, const char *url)
+{
+	static const char md_prefix[] = "/.well-known/oauth-authorization-server/t/";
+
+	req->route = R_NONE;
+	req->tenant[0] = '\0';
+	if (strcmp(url, "/healthz") == 0)
+		req->route = R_HEALTHZ;
+	else if (strcmp(url, "/readyz") == 0)
+		req->route = R_READYZ;
+	else if (strcmp(url, "/metrics") == 0)
+		req->route = R_METRICS;
+	else if (strncmp(url, "/t/", 3) == 0)
+	{
+		const char *name = url + 3;
+		const char *slash = strchr(name, '/');
+
+		if (slash && valid_slug(name, slash - name))
+		{
+			Route		r = route_suffix(slash);
+
+			if (r == R_NONE && strcmp(slash, "/.well-known/jwks.json") == 0)
+				r = R_JWKS;
+			else if (r == R_NONE &&
+					 strcmp(slash, "/.well-known/oauth-authorization-server") == 0)
+				r = R_METADATA;
+			if (r != R_NONE)
+			{
+				req->route = r;
+				memcpy(req->tenant, name, slash - name);
+				req->tenant[slash - name] = '\0';
+			}
+		}
+	}
+	else if (strncmp(url, md_prefix, sizeof(md_prefix) - 1) == 0)
+	{
+		/* RFC 8414 section 3.1: the issuer's path after the well-known part */
+		const char *name = url + sizeof(md_prefix) - 1;
+
+		if (valid_slug(name, strlen(name)))
+		{
+			req->route = R_METADATA;
+			snprintf(req->tenant, sizeof(req->tenant), "%s", name);
+		}
+	}
+	else
+		req->route = route_suffix(url);
+
+	switch (req->route)
+	{
+		case R_TOKEN:
+			req->ep = EP_TOKEN;
+			break;
+		case R_REVOKE:
+			req->ep = EP_REVOKE;
+			break;
+		case R_INTROSPECT:
+			req->ep = EP_INTROSPECT;
+			break;
+		case R_JWKS:
+			req->ep = EP_JWKS;
+			break;
+		case R_METADATA:
+			req->ep = EP_METADATA;
+			break;
+		case R_HEALTHZ:
+			req->ep = EP_HEALTHZ;
+			break;
+		case R_READYZ:
+			req->ep = EP_READYZ;
+			break;
+		case R_METRICS:
+			req->ep = EP_METRICS;
+			break;
+		default:
+			req->ep = EP_OTHER;
+			break;
+	}
+}
+
+static bool
+is_post_route(Route r)
+{
+	return r == R_TOKEN || r == R_REVOKE || r == R_INTROSPECT;
+}
+
+/* ---------------------------------------------------------------------
+ * Request state
+ * ---------------------------------------------------------------------
+ */
+
+static void
+make_request_id(char *out)
+{
+	unsigned char raw[16];
+	static const char hex[] = "0123456789abcdef";
+
+	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+	{
+		/* cannot happen once the pool is initialized; ids need not be secret */
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		snprintf((char *) raw, sizeof(raw), "%08lx%07lx", (long) ts.tv_sec,
+				 ts.tv_nsec & 0xfffffff);
+	}
+	for (int i = 0; i < 16; i++)
+	{
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[32] = '\0';
+}
+
+/*
+ * The client address the database audits: the peer, or, only where an
+ * operator has configured a trusted proxy header, that header's left-most
+ * address (the client as the first proxy saw it).  A header that does not
+ * hold an IP address is ignored.
+ */
+static void
+client_address(struct MHD_Connection *conn, char *out, size_t outlen)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	out[0] = '\0';
+	if (httpd_config.trusted_proxy_header)
+	{
+		const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+													httpd_config.trusted_proxy_header);
+
+		if (h)
+		{
+			char		first[INET6_ADDRSTRLEN];
+			size_t		n;
+			unsigned char tmp[sizeof(struct in6_addr)];
+
+			while (*h == ' ' || *h == '\t')
+				h++;
+			n = strcspn(h, ", \t");
+			if (n > 0 && n < sizeof(first))
+			{
+				memcpy(first, h, n);
+				first[n] = '\0';
+				if (inet_pton(AF_INET, first, tmp) == 1 ||
+					inet_pton(AF_INET6, first, tmp) == 1)
+				{
+					snprintf(out, outlen, "%s", first);
+					return;
+				}
+			}
+		}
+	}
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci && ci->client_addr)
+	{
+		const struct sockaddr *sa = ci->client_addr;
+
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr,
+					  out, outlen);
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr,
+					  out, outlen);
+	}
+}
+
+static void
+request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+				  enum MHD_RequestTerminationCode toe)
+{
+	Request    *req = *con_cls;
+	double		secs;
+
+	if (req == NULL)
+		return;
+	secs = elapsed_seconds(&req->start);
+	httpd_log_access(req->request_id, req->method, req->path, req->status,
+					 secs * 1000.0, req->client_addr, httpd_endpoint_name(req->ep));
+	httpd_metrics_request(req->ep, req->status, secs);
+	if (req->body.data)
+		explicit_bzero(req->body.data, req->body.len);
+	httpd_buf_free(&req->body);
+	free(req->method);
+	free(req->path);
+	free(req);
+	*con_cls = NULL;
+	__atomic_sub_fetch(&in_flight, 1, __ATOMIC_SEQ_CST);
+}
+
+/* ---------------------------------------------------------------------
+ * The OAuth endpoints
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct HeaderCount
+{
+	const char *name;
+	int			count;
+	const char *value;
+} HeaderCount;
+
+static enum MHD_Result
+count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+			 const char *value)
+{
+	HeaderCount *hc = cls;
+
+	if (key && strcasecmp(key, hc->name) == 0)
+	{
+		hc->count++;
+		hc->value = value;
+	}
+	return MHD_YES;
+}
+
+/* the single value of a header; *repeated when it came more than once */
+static const char *
+single_header(struct MHD_Connection *conn, const char *name, bool *repeated)
+{
+	HeaderCount hc = {name, 0, NULL};
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hc);
+	*repeated = hc.count > 1;
+	return hc.value;
+}
+
+/* form parameters the daemon sets itself, so that no client can */
+static bool
+reserved_name(const char *name)
+{
+	static const char *const reserved[] = {"dpop", "htm", "htu", "client_addr",
+	"request_id", "tenant", NULL};
+
+	for (int i = 0; reserved[i]; i++)
+		if (strcmp(name, reserved[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool
+header_value_ok(const char *v)
+{
+	for (const unsigned char *p = (const unsigned char *) v; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return false;
+	return httpd_utf8_valid(v, strlen(v));
+}
+
+static bool
+form_content_type(struct MHD_Connection *conn)
+{
+	const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+												 MHD_HTTP_HEADER_CONTENT_TYPE);
+	static const char form[] = "application/x-www-form-urlencoded";
+	size_t		n = sizeof(form) - 1;
+
+	if (ct == NULL || strncasecmp(ct, form, n) != 0)
+		return false;
+	/* parameters such as charset=UTF-8 may follow */
+	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
+}
+
+static enum MHD_Result
+handle_oauth(struct MHD_Connection *conn, Request *req)
+{
+	Form		form;
+	const char *error = NULL;
+	const char *auth;
+	const char *dpop;
+	bool		repeated;
+	char	   *basic_id = NULL;
+	char	   *basic_secret = NULL;
+	StrBuf		json = {0};
+	int			status = 0;
+	char	   *body = NULL;
+	PoolResult	pr;
+	enum MHD_Result ret;
+	PoolStatement stmt = req->route == R_TOKEN ? STMT_TOKEN :
+		req->route == R_REVOKE ? STMT_REVOKE : STMT_INTROSPECT;
+
+	if (!httpd_form_parse(req->body.data ? req->body.data : "", req->body.len,
+						  &form, &error))
+		return respond_error(conn, req, 400, "invalid_request", error,
+							 RF_NO_STORE, NULL);
+
+	auth = single_header(conn, MHD_HTTP_HEADER_AUTHORIZATION, &repeated);
+	if (repeated)
+	{
+		ret = respond_error(conn, req, 400, "invalid_request",
+							"the Authorization header is repeated", RF_NO_STORE, NULL);
+		goto done;
+	}
+	if (auth && strncasecmp(auth, "Basic ", 6) == 0)
+	{
+		/* RFC 6749 section 2.3.1: both parts are form-urlencoded */
+		const char *b64 = auth + 6;
+		size_t		rawlen;
+		unsigned char *raw;
+		char	   *colon;
+
+		while (*b64 == ' ')
+			b64++;
+		raw = httpd_base64_decode(b64, strlen(b64), &rawlen);
+		colon = raw ? memchr(raw, ':', rawlen) : NULL;
+		if (colon && memchr(raw, '\0', rawlen) == NULL)
+		{
+			basic_id = httpd_url_decode((char *) raw, colon - (char *) raw, true);
+			basic_secret = httpd_url_decode(colon + 1,
+											rawlen - (colon + 1 - (char *) raw), true);
+		}
+		if (raw)
+		{
+			explicit_bzero(raw, rawlen);
+			free(raw);
+		}
+		if (basic_id == NULL || basic_secret == NULL || basic_id[0] == '\0')
+		{
+			ret = respond_error(conn, req, 401, "invalid_client",
+								"the Basic authorization header is malformed",
+								RF_NO_STORE, NULL);
+			goto done;
+		}
+		/* RFC 6749 section 2.3: one client authentication method */
+		if (httpd_form_get(&form, "client_secret") ||
+			httpd_form_get(&form, "client_assertion") ||
+			(httpd_form_get(&form, "client_id") &&
+			 strcmp(httpd_form_get(&form, "client_id"), basic_id) != 0))
+		{
+			ret = respond_error(conn, req, 400, "invalid_request",
+								"the client authenticated with more than one method",
+								RF_NO_STORE, NULL);
+			goto done;
+		}
+	}
+
+	dpop = single_header(conn, "DPoP", &repeated);
+	if (repeated || (dpop && !header_value_ok(dpop)))
+	{
+		ret = respond_error(conn, req, 400, "invalid_dpop_proof",
+							"the request must carry at most one DPoP proof",
+							RF_NO_STORE, NULL);
+		goto done;
+	}
+
+	/* the request object of the endpoint function */
+	httpd_buf_appends(&json, "{");
+	for (int i = 0; i < form.nfields; i++)
+	{
+		FormField  *f = &form.fields[i];
+
+		if (f->value[0] == '\0' || reserved_name(f->name) ||
+			(basic_id && strcmp(f->name, "client_id") == 0))
+			continue;
+		httpd_buf_json_string(&json, f->name);
+		httpd_buf_appends(&json, ":");
+		httpd_buf_json_string(&json, f->value);
+		httpd_buf_appends(&json, ",");
+	}
+	if (basic_id)
+	{
+		httpd_buf_appends(&json, "\"client_id\":");
+		httpd_buf_json_string(&json, basic_id);
+		httpd_buf_appends(&json, ",\"client_secret\":");
+		httpd_buf_json_string(&json, basic_secret);
+		httpd_buf_appends(&json, ",");
+	}
+	if (dpop)
+	{
+		httpd_buf_appends(&json, "\"dpop\":");
+		httpd_buf_json_string(&json, dpop);
+		httpd_buf_appends(&json, ",");
+	}
+	httpd_buf_appends(&json, "\"htm\":\"POST\",\"htu\":");
+	{
+		StrBuf		htu = {0};
+
+		httpd_buf_appends(&htu, httpd_config.public_url);
+		httpd_buf_appends(&htu, req->path);
+		httpd_buf_json_string(&json, htu.failed ? "" : htu.data);
+		httpd_buf_free(&htu);
+	}
+	httpd_buf_appends(&json, ",\"client_addr\":");
+	httpd_buf_json_string(&json, req->client_addr);
+	httpd_buf_appends(&json, ",\"request_id\":");
+	httpd_buf_json_string(&json, req->request_id);
+	if (req->tenant[0])
+	{
+		httpd_buf_appends(&json, ",\"tenant\":");
+		httpd_buf_json_string(&json, req->tenant);
+	}
+	httpd_buf_appends(&json, "}");
+	if (json.failed)
+	{
+		ret = respond_error(conn, req, 500, "server_error", "out of memory",
+							RF_NO_STORE, NULL);
+		goto done;
+	}
+
+	pr = httpd_pool_call(stmt, json.data, &status, &body);
+	if (pr == POOL_UNAVAILABLE)
+		ret = respond_error(conn, req, 503, "temporarily_unavailable",
+							"the database is not available; retry later",
+							RF_NO_STORE | RF_RETRY, NULL);
+	else if (pr != POOL_OK)
+		ret = respond_error(conn, req, 500, "server_error",
+							"the request could not be processed",
+							RF_NO_STORE, NULL);
+	else
+	{
+		if (status < 200 || status > 599)
+			status = 500;
+		ret = respond(conn, req, status, "application/json", body, strlen(body),
+					  RF_NO_STORE | (status == 401 ? RF_WWW_AUTH : 0), NULL);
+	}
+
+done:
+	if (body)
+	{
+		explicit_bzero(body, strlen(body));
+		free(body);
+	}
+	if (json.data)
+		explicit_bzero(json.data, json.len);
+	httpd_buf_free(&json);
+	if (basic_secret)
+		explicit_bzero(basic_secret, strlen(basic_secret));
+	free(basic_id);
+	free(basic_secret);
+	httpd_form_free(&form);
+	return ret;
+}
+
+static enum MHD_Result
+handle_document(struct MHD_Connection *conn, Request *req)
+{
+	PoolStatement stmt = req->route == R_JWKS ? STMT_JWKS : STMT_METADATA;
+	const char *ctype = req->route == R_JWKS ? "application/jwk-set+json" :
+		"application/json";
+	char	   *body = NULL;
+	int			status;
+	PoolResult	pr;
+	enum MHD_Result ret;
+
+	if (!cache_get(stmt, req->tenant, &body))
+	{
+		pr = httpd_pool_call(stmt, req->tenant, &status, &body);
+		if (pr == POOL_UNAVAILABLE)
+			return respond_error(conn, req, 503, "temporarily_unavailable",
+								 "the database is not available; retry later",
+								 RF_RETRY, NULL);
+		if (pr == POOL_ERROR)
+			return respond_error(conn, req, 500, "server_error",
+								 "the request could not be processed", 0, NULL);
+		cache_put(stmt, req->tenant, body);
+	}
+	if (body == NULL)
+		return respond_error(conn, req, 404, "not_found", "no such tenant", 0, NULL);
+	ret = respond(conn, req, 200, ctype, body, strlen(body), RF_PUBLIC, NULL);
+	free(body);
+	return ret;
+}
+
+static enum MHD_Result
+handle_metrics(struct MHD_Connection *conn, Request *req)
+{
+	size_t		len;
+	char	   *text = httpd_metrics_render(&len);
+	enum MHD_Result ret;
+
+	if (text == NULL)
+		return respond_error(conn, req, 500, "server_error", "out of memory", 0, NULL);
+	ret = respond(conn, req, 200, "text/plain; version=0.0.4; charset=utf-8",
+				  text, len, RF_NO_STORE, NULL);
+	free(text);
+	return ret;
+}
+
+/* ---------------------------------------------------------------------
+ * The access handler
+ * ---------------------------------------------------------------------
+ */
+
+static enum MHD_Result
+access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+			   const char *method, const char *version, const char *upload_data,
+			   size_t *upload_data_size, void **con_cls)
+{
+	Request    *req = *con_cls;
+
+	if (req == NULL)
+	{
+		/* the first call: headers only */
+		bool		is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+		bool		is_post = strcmp(method, "POST") == 0;
+
+		req = calloc(1, sizeof(Request));
+		if (req == NULL)
+			return MHD_NO;
+		clock_gettime(CLOCK_MONOTONIC, &req->start);
+		make_request_id(req->request_id);
+		req->method = strdup(method);
+		req->path = strdup(url);
+		*con_cls = req;
+		__atomic_add_fetch(&in_flight, 1, __ATOMIC_SEQ_CST);
+		if (req->method == NULL || req->path == NULL)
+			return MHD_NO;
+		client_address(conn, req->client_addr, sizeof(req->client_addr));
+		route(req, url);
+
+		if (req->route == R_NONE)
+			return respond_error(conn, req, 404, "not_found",
+								 "no such endpoint", 0, NULL);
+		if (is_post_route(req->route))
+		{
+			const char *cl;
+
+			if (!is_post)
+				return respond_error(conn, req, 405, "invalid_request",
+									 "the endpoint accepts POST only",
+									 RF_NO_STORE, "POST");
+			if (!form_content_type(conn))
+				return respond_error(conn, req, 400, "invalid_request",
+									 "the content type must be application/x-www-form-urlencoded",
+									 RF_NO_STORE, NULL);
+			cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+											 MHD_HTTP_HEADER_CONTENT_LENGTH);
+			if (cl && strtoull(cl, NULL, 10) > httpd_config.body_limit)
+				return respond_error(conn, req, 413, "invalid_request",
+									 "the request body is too large",
+									 RF_NO_STORE, NULL);
+			/* wait for the body */
+			return MHD_YES;
+		}
+		if (!is_get)
+			return respond_error(conn, req, 405, "invalid_request",
+								 "the endpoint accepts GET and HEAD only",
+								 0, "GET, HEAD");
+
+		/*
+		 * Answer on the next call: a response queued before libmicrohttpd
+		 * has seen the end of the request closes the connection, which
+		 * would cost key-set fetchers their keep-alive.
+		 */
+		return MHD_YES;
+	}
+
+	if (req->status != 0)
+	{
+		/* answered already (an early error): drop what else comes */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	if (!is_post_route(req->route))
+	{
+		if (*upload_data_size > 0)
+		{
+			/* a body on a GET means nothing here: drop it, bounded */
+			req->discarded += *upload_data_size;
+			*upload_data_size = 0;
+			return req->discarded > httpd_config.body_limit ? MHD_NO : MHD_YES;
+		}
+		switch (req->route)
+		{
+			case R_HEALTHZ:
+				return respond(conn, req, 200, "application/json",
+							   "{\"status\":\"ok\"}", 15, RF_NO_STORE, NULL);
+			case R_READYZ:
+				if (httpd_pool_ping())
+					return respond(conn, req, 200, "application/json",
+								   "{\"status\":\"ready\"}", 18, RF_NO_STORE, NULL);
+				return respond_error(conn, req, 503, "temporarily_unavailable",
+									 "the database is not reachable",
+									 RF_NO_STORE | RF_RETRY, NULL);
+			case R_METRICS:
+				return handle_metrics(conn, req);
+			default:
+				return handle_document(conn, req);
+		}
+	}
+
+	if (*upload_data_size > 0)
+	{
+		if (!req->too_large &&
+			req->body.len + *upload_data_size <= httpd_config.body_limit)
+			httpd_buf_append(&req->body, upload_data, *upload_data_size);
+		else
+		{
+			/* chunked, with no length to refuse early: read on, bounded */
+			req->too_large = true;
+			req->discarded += *upload_data_size;
+			if (req->discarded > 16 * httpd_config.body_limit)
+				return MHD_NO;
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	/* the whole body is here */
+	if (req->too_large)
+		return respond_error(conn, req, 413, "invalid_request",
+							 "the request body is too large", RF_NO_STORE, NULL);
+	if (req->body.failed)
+		return respond_error(conn, req, 500, "server_error", "out of memory",
+							 RF_NO_STORE, NULL);
+	return handle_oauth(conn, req);
+}
+
+static void
+mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+	char		msg[512];
+	size_t		n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	httpd_log_text("warning", msg);
+}
+
+static char *
+read_file(const char *path)
+{
+	FILE	   *f = fopen(path, "rb");
+	char	   *data = NULL;
+	long		size;
+
+	if (f == NULL)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 && size < 1024 * 1024 &&
+		fseek(f, 0, SEEK_SET) == 0 && (data = malloc(size + 1)) != NULL)
+	{
+		if (fread(data, 1, size, f) != (size_t) size)
+		{
+			free(data);
+			data = NULL;
+		}
+		else
+			data[size] = '\0';
+	}
+	fclose(f);
+	return data;
+}
+
+bool
+httpd_server_start(void)
+{
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+		MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	struct sockaddr_storage ss;
+	char	   *cert = NULL;
+	char	   *key = NULL;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, httpd_config.listen,
+				  &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+	{
+		((struct sockaddr_in *) &ss)->sin_family = AF_INET;
+		((struct sockaddr_in *) &ss)->sin_port = htons(httpd_config.port);
+	}
+	else if (inet_pton(AF_INET6, httpd_config.listen,
+					   &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+	{
+		((struct sockaddr_in6 *) &ss)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *) &ss)->sin6_port = htons(httpd_config.port);
+		flags |= MHD_USE_IPv6;
+	}
+	else
+	{
+		httpd_log("error", "msg=\"listen is not an IP address\"");
+		return false;
+	}
+
+	if (httpd_config.tls_cert || httpd_config.tls_key)
+	{
+		if (!httpd_config.tls_cert || !httpd_config.tls_key)
+		{
+			httpd_log("error", "msg=\"tls_cert and tls_key go together\"");
+			return false;
+		}
+		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+		{
+			httpd_log("error", "msg=\"libmicrohttpd was built without TLS\"");
+			return false;
+		}
+		cert = read_file(httpd_config.tls_cert);
+		key = read_file(httpd_config.tls_key);
+		if (cert == NULL || key == NULL)
+		{
+			httpd_log("error", "msg=\"could not read the TLS certificate or key\"");
+			free(cert);
+			free(key);
+			return false;
+		}
+		flags |= MHD_USE_TLS;
+	}
+
+	daemon_handle = MHD_start_daemon(flags, 0, NULL, NULL,
+									 access_handler, NULL,
+									 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+									 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &ss,
+									 MHD_OPTION_THREAD_POOL_SIZE,
+									 (unsigned int) httpd_config.threads,
+									 MHD_OPTION_CONNECTION_LIMIT,
+									 (unsigned int) httpd_config.max_connections,
+									 MHD_OPTION_CONNECTION_TIMEOUT,
+									 (unsigned int) httpd_config.connection_timeout,
+									 MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+									 (size_t) 16 * 1024,
+									 MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+									 MHD_OPTION_STRICT_FOR_CLIENT, 1,
+									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+									 cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
+									 MHD_OPTION_HTTPS_MEM_KEY, key,
+									 MHD_OPTION_END);
+	if (key)
+		explicit_bzero(key, strlen(key));
+	free(cert);
+	free(key);
+	return daemon_handle != NULL;
+}
+
+/*
+ * SIGTERM: stop accepting, then give the requests in flight up to
+ * max_seconds to finish.  Idle keep-alive connections do not count.
+ */
+void
+httpd_server_drain(int max_seconds)
+{
+	if (daemon_handle == NULL)
+		return;
+	__atomic_store_n(&draining, 1, __ATOMIC_SEQ_CST);
+	MHD_quiesce_daemon(daemon_handle);
+	for (int i = 0; i < max_seconds * 20; i++)
+	{
+		if (__atomic_load_n(&in_flight, __ATOMIC_SEQ_CST) == 0)
+			break;
+		usleep(50 * 1000);
+	}
+}
+
+void
+httpd_server_stop(void)
+{
+	if (daemon_handle)
+		MHD_stop_daemon(daemon_handle);
+	daemon_handle = NULL;
+}

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""agentidp-httpd over real HTTP: the OAuth endpoints, their errors, the
+documents, health, metrics, limits, and the access log.
+
+Starts nothing: it expects the daemon that the test setup started
+(scripts/cluster.sh httpd-start) and the demo tenant of scripts/setup-db.sh.
+Standard library only.  Environment:
+  AGENTIDP_HTTP_URL        base URL of the daemon (http://127.0.0.1:8498)
+  AGENTIDP_CREDENTIALS     the demo credentials file ("name value" lines)
+  AGENTIDP_HTTPD_LOG       the daemon's log file, checked for secrets
+"""
+
+import base64
+import http.client
+import json
+import os
+import socket
+import time
+import unittest
+import urllib.parse
+
+BASE = os.environ.get("AGENTIDP_HTTP_URL", "http://127.0.0.1:8498")
+URL = urllib.parse.urlsplit(BASE)
+TIMEOUT = 10
+TENANT = "demo"
+
+
+def read_credentials():
+    creds = {}
+    with open(os.environ["AGENTIDP_CREDENTIALS"]) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2:
+                creds[parts[0]] = parts[1]
+    return creds
+
+
+CREDS = read_credentials()
+CLIENT_ID = CREDS["client_id"]
+CLIENT_SECRET = CREDS["client_secret"]
+
+
+def request(method, path, body=None, headers=None):
+    """One request on a fresh connection: (status, headers, body bytes)."""
+    conn = http.client.HTTPConnection(URL.hostname, URL.port, timeout=TIMEOUT)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.headers, data
+    finally:
+        conn.close()
+
+
+def form_post(path, fields, headers=None, raw=None):
+    h = {"Content-Type": "application/x-www-form-urlencoded"}
+    h.update(headers or {})
+    body = raw if raw is not None else urllib.parse.urlencode(fields)
+    return request("POST", path, body=body, headers=h)
+
+
+def basic(client_id, secret):
+    # RFC 6749 section 2.3.1: each part form-urlencoded, then Base64
+    pair = urllib.parse.quote_plus(client_id) + ":" + urllib.parse.quote_plus(secret)
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
+TOKEN_PATH = "/t/%s/oauth/token" % TENANT
+
+
+class TokenEndpoint(unittest.TestCase):
+    def assert_no_store(self, headers):
+        self.assertEqual(headers["Cache-Control"], "no-store")
+        self.assertEqual(headers["Pragma"], "no-cache")
+        self.assertTrue(headers["Content-Type"].startswith("application/json"))
+        self.assertRegex(headers["X-Request-Id"], r"^[0-9a-f]{32}$")
+
+    def assert_error(self, status, headers, body, want_status, want_error):
+        self.assertEqual(status, want_status, body)
+        self.assert_no_store(headers)
+        self.assertEqual(json.loads(body)["error"], want_error)
+
+    def test_client_secret_basic(self):
+        status, headers, body = form_post(
+            TOKEN_PATH, {"grant_type": "client_credentials", "scope": "read"},
+            basic(CLIENT_ID, CLIENT_SECRET))
+        self.assertEqual(status, 200, body)
+        self.assert_no_store(headers)
+        doc = json.loads(body)
+        self.assertIn("access_token", doc)
+        self.assertEqual(doc["token_type"].lower(), "bearer")
+
+    def test_client_secret_post_unscoped(self):
+        status, headers, body = form_post("/oauth/token", {
+            "grant_type": "client_credentials", "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET})
+        self.assertEqual(status, 200, body)
+        self.assert_no_store(headers)
+        self.assertIn("access_token", json.loads(body))
+
+    def test_content_type_with_charset(self):
+        status, _, body = form_post(
+            TOKEN_PATH, {"grant_type": "client_credentials"},
+            dict(basic(CLIENT_ID, CLIENT_SECRET),
+                 **{"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"}))
+        self.assertEqual(status, 200, body)
+
+    def test_wrong_secret(self):
+        for headers, fields in (
+                (basic(CLIENT_ID, "wrong"), {"grant_type": "client_credentials"}),
+                ({}, {"grant_type": "client_credentials", "client_id": CLIENT_ID,
+                      "client_secret": "wrong"})):
+            status, h, body = form_post(TOKEN_PATH, fields, headers)
+            self.assert_error(status, h, body, 401, "invalid_client")
+            self.assertEqual(h["WWW-Authenticate"], 'Basic realm="agentidp"')
+
+    def test_malformed_basic(self):
+        status, h, body = form_post(TOKEN_PATH, {"grant_type": "client_credentials"},
+                                    {"Authorization": "Basic !!!notbase64"})
+        self.assert_error(status, h, body, 401, "invalid_client")
+        self.assertIn("WWW-Authenticate", h)
+
+    def test_two_auth_methods(self):
+        status, h, body = form_post(
+            TOKEN_PATH, {"grant_type": "client_credentials", "client_secret": CLIENT_SECRET},
+            basic(CLIENT_ID, CLIENT_SECRET))
+        self.assert_error(status, h, body, 400, "invalid_request")
+
+    def test_unsupported_grant(self):
+        status, h, body = form_post(TOKEN_PATH, {"grant_type": "password"},
+                                    basic(CLIENT_ID, CLIENT_SECRET))
+        self.assert_error(status, h, body, 400, "unsupported_grant_type")
+
+    def test_missing_grant_type(self):
+        status, h, body = form_post(TOKEN_PATH, {"scope": "read"},
+                                    basic(CLIENT_ID, CLIENT_SECRET))
+        self.assert_error(status, h, body, 400, "invalid_request")
+
+    def test_repeated_parameter(self):
+        status, h, body = form_post(
+            TOKEN_PATH, None, basic(CLIENT_ID, CLIENT_SECRET),
+            raw="grant_type=client_credentials&scope=read&scope=write")
+        self.assert_error(status, h, body, 400, "invalid_request")
+
+    def test_bad_percent_encoding(self):
+        for raw in ("grant_type=client%zzcredentials", "grant_type=%",
+                    "grant_type=client_credentials&scope=%00", "scope=%ff%fe"):
+            status, h, body = form_post(TOKEN_PATH, None, basic(CLIENT_ID, CLIENT_SECRET),
+                                        raw=raw)
+            self.assert_error(status, h, body, 400, "invalid_request")
+
+    def test_wrong_content_type(self):
+        status, h, body = request(
+            "POST", TOKEN_PATH, body=json.dumps({"grant_type": "client_credentials"}),
+            headers=dict(basic(CLIENT_ID, CLIENT_SECRET), **{"Content-Type": "application/json"}))
+        self.assert_error(status, h, body, 400, "invalid_request")
+        status, h, body = request("POST", TOKEN_PATH, body="grant_type=client_credentials")
+        self.assertEqual(status, 400, body)
+
+    def test_body_too_large(self):
+        raw = "grant_type=client_credentials&pad=" + "a" * (70 * 1024)
+        status, _, body = form_post(TOKEN_PATH, None, basic(CLIENT_ID, CLIENT_SECRET), raw=raw)
+        self.assertEqual(status, 413, body)
+
+    def test_chunked_body_too_large(self):
+        """Without a Content-Length, the limit holds while reading."""
+        conn = http.client.HTTPConnection(URL.hostname, URL.port, timeout=TIMEOUT)
+        chunks = (b"a" * 8192 for _ in range(10))
+        try:
+            conn.request("POST", TOKEN_PATH, body=chunks, encode_chunked=True,
+                         headers={"Content-Type": "application/x-www-form-urlencoded",
+                                  "Transfer-Encoding": "chunked"})
+            resp = conn.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, 413)
+        except (ConnectionError, http.client.HTTPException):
+            pass                # closing the connection is an answer too
+        finally:
+            conn.close()
+
+    def test_revoke_and_introspect(self):
+        auth = basic(CLIENT_ID, CLIENT_SECRET)
+        _, _, body = form_post(TOKEN_PATH, {"grant_type": "client_credentials"}, auth)
+        token = json.loads(body)["access_token"]
+        status, h, body = form_post("/t/%s/oauth/introspect" % TENANT, {"token": token}, auth)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(h["Cache-Control"], "no-store")
+        self.assertTrue(json.loads(body)["active"])
+        status, _, body = form_post("/t/%s/oauth/revoke" % TENANT, {"token": token}, auth)
+        self.assertEqual(status, 200, body)
+        status, _, body = form_post("/oauth/introspect", {"token": token}, auth)
+        self.assertEqual(status, 200, body)
+        self.assertFalse(json.loads(body)["active"])
+        # introspection needs client authentication
+        status, h, body = form_post("/oauth/introspect", {"token": token},
+                                    basic(CLIENT_ID, "wrong"))
+        self.assertEqual(status, 401, body)
+        self.assertIn("WWW-Authenticate", h)
+
+
+class Documents(unittest.TestCase):
+    def test_metadata(self):
+        for path in ("/.well-known/oauth-authorization-server/t/%s" % TENANT,
+                     "/t/%s/.well-known/oauth-authorization-server" % TENANT):
+            status, h, body = request("GET", path)
+            self.assertEqual(status, 200, body)
+            self.assertIn("max-age", h["Cache-Control"])
+            doc = json.loads(body)
+            self.assertEqual(doc["issuer"], BASE + "/t/" + TENANT)
+            self.assertEqual(doc["token_endpoint"], BASE + TOKEN_PATH)
+
+    def test_jwks(self):
+        status, h, body = request("GET", "/t/%s/.well-known/jwks.json" % TENANT)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(h["Content-Type"], "application/jwk-set+json")
+        self.assertEqual(h["Cache-Control"], "public, max-age=300")
+        keys = json.loads(body)["keys"]
+        self.assertTrue(keys)
+        for k in keys:
+            self.assertNotIn("d", k)    # public keys only
+
+    def test_unknown_tenant(self):
+        for path in ("/t/no-such-tenant/.well-known/jwks.json",
+                     "/.well-known/oauth-authorization-server/t/no-such-tenant",
+                     "/t/Not_A_Slug/.well-known/jwks.json"):
+            status, h, body = request("GET", path)
+            self.assertEqual(status, 404, path)
+            self.assertIn("error", json.loads(body))
+
+
+class Operations(unittest.TestCase):
+    def test_healthz_readyz(self):
+        for path in ("/healthz", "/readyz"):
+            status, _, body = request("GET", path)
+            self.assertEqual(status, 200, body)
+
+    def test_metrics(self):
+        request("GET", "/healthz")
+        status, h, body = request("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(h["Content-Type"].startswith("text/plain"))
+        text = body.decode()
+        for name in ("agentidp_httpd_requests_total{endpoint=\"healthz\",status=\"200\"}",
+                     "agentidp_httpd_request_duration_seconds_bucket",
+                     "agentidp_httpd_pool_connections_in_use",
+                     "agentidp_httpd_pool_waiting",
+                     "agentidp_httpd_database_errors_total"):
+            self.assertIn(name, text)
+
+    def test_not_found(self):
+        status, h, body = request("GET", "/nope")
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(body)["error"], "not_found")
+        self.assertRegex(h["X-Request-Id"], r"^[0-9a-f]{32}$")
+
+    def test_wrong_method(self):
+        status, h, _ = request("GET", TOKEN_PATH)
+        self.assertEqual(status, 405)
+        self.assertEqual(h["Allow"], "POST")
+        status, h, _ = request("POST", "/healthz", body="")
+        self.assertEqual(status, 405)
+        self.assertEqual(h["Allow"], "GET, HEAD")
+
+    def test_garbage_request(self):
+        """A malformed request line gets an error or a closed connection, and
+        the daemon goes on serving."""
+        with socket.create_connection((URL.hostname, URL.port), timeout=2) as s:
+            s.sendall(b"\x00\xff GARBAGE \r\n\r\n")
+            try:
+                s.recv(4096)
+            except OSError:
+                pass
+        status, _, _ = request("GET", "/healthz")
+        self.assertEqual(status, 200)
+
+    def test_keep_alive(self):
+        conn = http.client.HTTPConnection(URL.hostname, URL.port, timeout=TIMEOUT)
+        try:
+            for _ in range(3):
+                conn.request("GET", "/t/%s/.well-known/jwks.json" % TENANT)
+                resp = conn.getresponse()
+                resp.read()
+                self.assertEqual(resp.status, 200)
+                self.assertNotEqual((resp.headers["Connection"] or "").lower(), "close")
+        finally:
+            conn.close()
+
+
+class ZAccessLog(unittest.TestCase):
+    """Runs last (by name): the log then holds every request above."""
+
+    def test_no_secret_in_log(self):
+        path = os.environ.get("AGENTIDP_HTTPD_LOG")
+        if not path:
+            self.skipTest("AGENTIDP_HTTPD_LOG is not set")
+        # a token obtained now must not show either
+        _, h, body = form_post(TOKEN_PATH, {"grant_type": "client_credentials"},
+                               basic(CLIENT_ID, CLIENT_SECRET))
+        token = json.loads(body)["access_token"]
+        request("GET", "/healthz?client_secret=query-secret-value")
+        request_id = h["X-Request-Id"]
+        deadline = time.monotonic() + 5
+        while True:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                log = f.read()
+            if request_id in log or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertIn("request_id=" + request_id, log)
+        self.assertNotIn(CLIENT_SECRET, log)
+        self.assertNotIn(urllib.parse.quote_plus(CLIENT_SECRET), log)
+        self.assertNotIn(token, log)
+        self.assertNotIn("Basic ", log)
+        self.assertNotIn("query-secret-value", log)     # no query strings
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
