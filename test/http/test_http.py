@@ -14,7 +14,11 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import socket
+import ssl
+import subprocess
+import tempfile
 import time
 import unittest
 import urllib.parse
@@ -284,6 +288,109 @@ class Operations(unittest.TestCase):
                 self.assertNotEqual((resp.headers["Connection"] or "").lower(), "close")
         finally:
             conn.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Tls(unittest.TestCase):
+    """A second daemon, serving HTTPS with a certificate made here, on the
+    same database: libmicrohttpd's TLS, as tls_cert and tls_key set it up."""
+
+    @classmethod
+    def setUpClass(cls):
+        log = os.environ.get("AGENTIDP_HTTPD_LOG")
+        conf = os.environ.get("AGENTIDP_HTTPD_CONF") or (
+            log and os.path.join(os.path.dirname(log), "httpd.conf"))
+        if not conf or not os.path.exists(conf):
+            raise unittest.SkipTest("no httpd.conf to take the connection string from")
+        binary = os.environ.get("AGENTIDP_HTTPD_BIN") or os.path.join(
+            subprocess.check_output(["pg_config", "--bindir"], text=True).strip(),
+            "agentidp-httpd")
+        cls.dir = tempfile.mkdtemp(prefix="agentidp-tls-")
+        cls.cert = os.path.join(cls.dir, "cert.pem")
+        key = os.path.join(cls.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cls.cert],
+                       check=True, capture_output=True)
+        cls.port = free_port()
+        kept = ("conninfo", "pool_size")
+        with open(conf) as f:
+            lines = [l for l in f if l.split("=", 1)[0].strip() in kept]
+        tls_conf = os.path.join(cls.dir, "httpd.conf")
+        with open(tls_conf, "w") as f:
+            f.writelines(lines)
+            f.write("listen = 127.0.0.1\nport = %d\npool_size = 2\n" % cls.port)
+            f.write("tls_cert = %s\ntls_key = %s\n" % (cls.cert, key))
+        cls.log = open(os.path.join(cls.dir, "httpd.log"), "w+")
+        cls.proc = subprocess.Popen([binary, "--config", tls_conf],
+                                    stdout=cls.log, stderr=subprocess.STDOUT)
+        cls.ctx = ssl.create_default_context(cafile=cls.cert)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if cls.get("/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if cls.proc.poll() is not None or time.monotonic() > deadline:
+                cls.tearDownClass()
+                raise RuntimeError("the TLS daemon did not start")
+            time.sleep(0.1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        try:
+            cls.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            cls.proc.kill()
+            cls.proc.wait()
+        cls.log.close()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    @classmethod
+    def get(cls, path, method="GET", body=None, headers=None):
+        conn = http.client.HTTPSConnection("127.0.0.1", cls.port, timeout=TIMEOUT,
+                                           context=cls.ctx)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.headers, resp.read()
+        finally:
+            conn.close()
+
+    def test_token_over_https(self):
+        h = {"Content-Type": "application/x-www-form-urlencoded"}
+        h.update(basic(CLIENT_ID, CLIENT_SECRET))
+        status, headers, body = self.get(TOKEN_PATH, "POST", "grant_type=client_credentials", h)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(headers["Cache-Control"], "no-store")
+        self.assertEqual(json.loads(body)["token_type"], "Bearer")
+
+    def test_certificate_is_checked_by_the_client(self):
+        # a client that does not trust the certificate refuses it
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=TIMEOUT,
+                                           context=ssl.create_default_context())
+        with self.assertRaises(ssl.SSLError):
+            conn.request("GET", "/healthz")
+        conn.close()
+
+    def test_plain_http_gets_no_answer(self):
+        # plain HTTP on the TLS port: no HTTP response, the daemon stays up
+        with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                data = s.recv(100)
+            except (ConnectionResetError, socket.timeout):
+                data = b""
+        self.assertFalse(data.startswith(b"HTTP/"))
+        self.assertEqual(self.get("/healthz")[0], 200)
 
 
 class ZAccessLog(unittest.TestCase):
