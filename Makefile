@@ -32,10 +32,10 @@ OBJS = \
 	src/webhooks.o
 
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp--0.3--0.4.sql \
-	agentidp--0.4--0.5.sql agentidp--0.5--0.6.sql agentidp--0.6--0.7.sql
+	agentidp--0.4--0.5.sql agentidp--0.5--0.6.sql agentidp--0.6--0.7.sql agentidp--0.7--0.8.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http admin_api
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race
@@ -71,7 +71,7 @@ endif
 
 # agentidp-httpd, the HTTP front: a client program beside the module, so
 # explicit rules (PGXS builds one MODULE_big or one PROGRAM, not both)
-HTTPD_OBJS = src/httpd/form.o src/httpd/log.o src/httpd/main.o \
+HTTPD_OBJS = src/httpd/batch.o src/httpd/form.o src/httpd/log.o src/httpd/main.o \
 	src/httpd/metrics.o src/httpd/pool.o src/httpd/server.o
 HTTPD_CFLAGS = -O2 -g -std=gnu11 -pthread -Wall -Wextra -Wno-unused-parameter \
 	-Wno-missing-field-initializers -Wno-sign-compare -Werror \

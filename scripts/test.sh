@@ -80,21 +80,32 @@ else
 	tail -n 60 "$CLUSTER_DIR/logs/node.log"
 fi
 
+# one Python suite over HTTP against the test daemon: name, log, script
+http_suite() {
+	local name=$1 log="$CLUSTER_DIR/logs/$2.log" script=$3
+	say "$name"
+	if AGENTIDP_HTTP_URL="http://127.0.0.1:$AGENTIDP_HTTP_PORT" \
+		AGENTIDP_CREDENTIALS="$CLUSTER_DIR/demo-credentials" \
+		AGENTIDP_HTTPD_LOG="$CLUSTER_DIR/httpd.log" PGDATABASE="$AGENTIDP_DB" \
+		timeout 300 /usr/bin/python3 -B "$script" >"$log" 2>&1; then
+		passed=$((passed + 1))
+		summary+=("$name: $(grep -Eo 'Ran [0-9]+ tests?' "$log") passed")
+	else
+		failed=$((failed + 1))
+		summary+=("$name: FAILED")
+		tail -n 60 "$log"
+		tail -n 20 "$CLUSTER_DIR/httpd.log" "$CLUSTER_DIR/httpd.out" 2>/dev/null
+	fi
+}
+
 # agentidp-httpd over HTTP: the OAuth endpoints and their errors, the
-# documents, health, metrics, limits, and no secret in its access log
-say "http front"
-if AGENTIDP_HTTP_URL="http://127.0.0.1:$AGENTIDP_HTTP_PORT" \
-	AGENTIDP_CREDENTIALS="$CLUSTER_DIR/demo-credentials" \
-	AGENTIDP_HTTPD_LOG="$CLUSTER_DIR/httpd.log" \
-	timeout 300 /usr/bin/python3 -B test/http/test_http.py >"$CLUSTER_DIR/logs/http.log" 2>&1; then
-	passed=$((passed + 1))
-	summary+=("http front: $(grep -Eo 'Ran [0-9]+ tests?' "$CLUSTER_DIR/logs/http.log") passed")
-else
-	failed=$((failed + 1))
-	summary+=("http front: FAILED")
-	tail -n 60 "$CLUSTER_DIR/logs/http.log"
-	tail -n 20 "$CLUSTER_DIR/httpd.log" "$CLUSTER_DIR/httpd.out" 2>/dev/null
-fi
+# documents, health, metrics, limits, TLS, routing by host, and no secret
+# in its access log
+http_suite "http front" http test/http/test_http.py
+
+# the admin REST API over HTTP: an admin agent's token, agents, secrets,
+# keys, roles, the audit log, every problem response, tenants kept apart
+http_suite "admin api" admin test/http/test_admin.py
 
 say "TAP"
 scripts/tap.sh 2>&1 | tee "$CLUSTER_DIR/logs/tap.log"

@@ -73,10 +73,56 @@ WHERE tenant_id = :'t' AND action = 'token.revoke';
 UPDATE agentidp.tenants SET status = 'suspended' WHERE tenant_id = :'t2';
 SELECT agentidp.http_jwks('other-front') AS suspended_tenant;
 
+-- token requests in one transaction (the front's group commit, 0.8): each
+-- answered and audited as alone, with its own client address and request id
+UPDATE agentidp.tenants SET status = 'active' WHERE tenant_id = :'t2';
+SET ROLE agentidp_service;
+SELECT status, body::jsonb ? 'access_token' AS token, body::jsonb ->> 'error' AS error
+FROM agentidp.token_endpoint_batch(jsonb_build_array(
+	jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
+		'client_secret', :'secret', 'client_addr', '198.51.100.1', 'request_id', 'batch-1'),
+	jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
+		'client_secret', 'wrong', 'client_addr', '198.51.100.2', 'request_id', 'batch-2'),
+	jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid2',
+		'client_secret', :'secret2', 'scope', 'write', 'request_id', 'batch-3'),
+	jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid2',
+		'client_secret', :'secret2', 'client_addr', '198.51.100.4', 'request_id', 'batch-4')));
+RESET ROLE;
+SELECT tenant_id = :'t' AS first_tenant, action, result, client_addr, trace_id FROM agentidp.audit_events
+WHERE trace_id LIKE 'batch-%' AND action LIKE 'token.%' ORDER BY trace_id;
+SET ROLE agentidp_service;
+\set VERBOSITY terse
+-- not a request array; a request that is not an object fails the whole call
+SELECT * FROM agentidp.token_endpoint_batch('{}');
+SELECT * FROM agentidp.token_endpoint_batch('[]');
+SELECT * FROM agentidp.token_endpoint_batch(jsonb_build_array(
+	jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
+		'client_secret', :'secret', 'request_id', 'batch-rolled-back'), 'x'));
+\set VERBOSITY default
+RESET ROLE;
+SELECT count(*) AS rolled_back_rows FROM agentidp.audit_events WHERE trace_id = 'batch-rolled-back';
+
+-- the route's tenant (0.8): a client of another tenant is not known there,
+-- an unknown tenant is 404; revocation and introspection likewise
+SET ROLE agentidp_service;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
+	'client_secret', :'secret', 'tenant', 'other-front', 'request_id', 'route-1')) AS other_tenant;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
+	'client_secret', :'secret', 'tenant', 'no-such-tenant')) AS unknown_tenant;
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
+	'client_secret', :'secret', 'tenant', 'front')) -> 'status' AS own_tenant;
+SELECT agentidp.introspection_endpoint(jsonb_build_object('token', :'tok', 'client_id', :'cid',
+	'client_secret', :'secret', 'tenant', 'other-front')) AS introspect_other_tenant;
+SELECT agentidp.revocation_endpoint(jsonb_build_object('token', :'tok', 'client_id', :'cid',
+	'client_secret', :'secret', 'tenant', 'no-such-tenant')) AS revoke_unknown_tenant;
+RESET ROLE;
+SELECT tenant_id = :'t' AS client_tenant, action, result FROM agentidp.audit_events WHERE trace_id = 'route-1';
+
 -- only the front's role may call them
 SET ROLE regress_admin_a;
 \set VERBOSITY terse
 SELECT agentidp.token_endpoint('{}');
+SELECT * FROM agentidp.token_endpoint_batch('[{}]');
 SELECT agentidp._set_request_context('192.0.2.1', 'forged');
 \set VERBOSITY default
 RESET ROLE;

@@ -216,9 +216,18 @@ forget_queue(void)
 static inet *request_addr = NULL;
 static char *request_id = NULL;
 
+/*
+ * The tenant the front routed the request to (by path or host), set by
+ * agentidp._set_request_tenant(): the grants refuse a client of another
+ * tenant (agentidp_request_tenant_check).
+ */
+static bool request_tenant_set = false;
+static pg_uuid_t request_tenant;
+
 static void
 forget_request_context(void)
 {
+	request_tenant_set = false;
 	if (request_addr != NULL)
 		pfree(request_addr);
 	if (request_id != NULL)
@@ -256,6 +265,29 @@ agentidp_set_request_context(PG_FUNCTION_ARGS)
 		request_id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(t));
 	}
 	PG_RETURN_VOID();
+}
+
+/*
+ * agentidp._set_request_tenant(tenant_id uuid) RETURNS void
+ *
+ * After _set_request_context(), which forgets it: the tenant of the
+ * request's route.  For the HTTP front's role only, like that one.
+ */
+PG_FUNCTION_INFO_V1(agentidp_set_request_tenant);
+Datum
+agentidp_set_request_tenant(PG_FUNCTION_ARGS)
+{
+	request_tenant_set = !PG_ARGISNULL(0);
+	if (request_tenant_set)
+		memcpy(&request_tenant, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
+	PG_RETURN_VOID();
+}
+
+bool
+agentidp_request_tenant_matches(const pg_uuid_t *tenant)
+{
+	return !request_tenant_set ||
+		memcmp(&request_tenant, tenant, sizeof(pg_uuid_t)) == 0;
 }
 
 static bool

@@ -71,6 +71,12 @@ extern void agentidp_audit_event(const pg_uuid_t *tenant,
 								 const char *detail);
 
 /* lowercase hex of a hash, NUL-terminated (2 * AUDIT_HASH_LEN + 1 bytes) */
+/*
+ * False when the HTTP front routed this request to another tenant than
+ * the given one (agentidp._set_request_tenant).
+ */
+extern bool agentidp_request_tenant_matches(const pg_uuid_t *tenant);
+
 extern void audit_hash_hex(const uint8 hash[AUDIT_HASH_LEN], char *out);
 
 #endif							/* AGENTIDP_AUDIT_H */

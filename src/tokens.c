@@ -529,6 +529,10 @@ typedef struct Request
 
 static Request request;
 
+/*
+ * The client is known.  A request the HTTP front routed to another tenant
+ * (by path or host) does not know it: the same refusal as a wrong secret.
+ */
 static void
 request_client(const pg_uuid_t *tenant, const pg_uuid_t *agent, const char *client_id)
 {
@@ -537,6 +541,8 @@ request_client(const pg_uuid_t *tenant, const pg_uuid_t *agent, const char *clie
 	if (client_id != NULL)
 		strlcpy(request.client_id, client_id, sizeof(request.client_id));
 	request.known = true;
+	if (!agentidp_request_tenant_matches(tenant))
+		agentidp_client_authentication_failed();
 }
 
 /* the client a client_id names, whatever its secret said */

@@ -2,8 +2,8 @@
  *
  * httpd.h
  *	  Declarations shared by the parts of agentidp-httpd, the HTTP front
- *	  that turns OAuth2 requests into calls of the extension's SQL
- *	  functions.  The daemon is a client program: it links libpq and
+ *	  that turns OAuth2 and admin API requests into calls of the
+ *	  extension's SQL functions.  The daemon is a client program: it links libpq and
  *	  libmicrohttpd, never the backend.
  *
  * IDENTIFICATION
@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTPD_VERSION "0.7"
+#define HTTPD_VERSION "0.8"
 
 /* configuration (main.c) */
 typedef struct HttpdConfig
@@ -40,6 +40,9 @@ typedef struct HttpdConfig
 	size_t		body_limit;
 	int			threads;
 	int			cache_seconds;	/* JWKS and metadata cache in the daemon */
+	char	   *tenant_host_suffix;	/* route by Host: <tenant><suffix>; NULL: off */
+	int			token_batch_max;	/* token requests per transaction; 1: off */
+	int			token_batch_concurrency;	/* batches running at once */
 } HttpdConfig;
 
 extern HttpdConfig httpd_config;
@@ -98,6 +101,8 @@ typedef enum PoolStatement
 	STMT_INTROSPECT,
 	STMT_METADATA,
 	STMT_JWKS,
+	STMT_TOKEN_BATCH,
+	STMT_ADMIN,
 	STMT_COUNT
 } PoolStatement;
 
@@ -113,10 +118,19 @@ extern bool httpd_pool_init(const char *conninfo, int size, int wait_ms,
 							int statement_timeout_ms);
 extern PoolResult httpd_pool_call(PoolStatement stmt, const char *param,
 								  int *status, char **body);
+extern PoolResult httpd_pool_call_params(PoolStatement stmt, int nparams,
+										 const char *const *values, int *status,
+										 char **body, char **extra);
+extern PoolResult httpd_pool_call_rows(PoolStatement stmt, const char *param,
+										int nrows, int *statuses, char **bodies);
 extern bool httpd_pool_ping(void);
 extern void httpd_pool_shutdown(void);
 extern void httpd_pool_stats(int *size, int *in_use, int *waiting,
 							 int *connected);
+
+/* batch.c: the token endpoint's group commit */
+extern PoolResult httpd_token_call(const char *request, int *status, char **body);
+extern void httpd_batch_stats(uint64_t *batches, uint64_t *requests);
 
 /* metrics.c */
 typedef enum Endpoint
@@ -129,6 +143,7 @@ typedef enum Endpoint
 	EP_HEALTHZ,
 	EP_READYZ,
 	EP_METRICS,
+	EP_ADMIN,
 	EP_OTHER,
 	EP_COUNT
 } Endpoint;

@@ -73,9 +73,15 @@ static Option options[] = {
 	{"body_limit", OPT_SIZE, &httpd_config.body_limit, 1024, 16 * 1024 * 1024,
 	"request body limit in bytes (65536)"},
 	{"threads", OPT_INT, &httpd_config.threads, 1, 1024,
-	"server threads (pool_size)"},
+	"server threads (4 x pool_size)"},
 	{"cache_seconds", OPT_INT, &httpd_config.cache_seconds, 0, 300,
 	"seconds the daemon keeps a JWK Set or metadata document (5)"},
+	{"tenant_host_suffix", OPT_STRING, &httpd_config.tenant_host_suffix, 0, 0,
+	"route by host: <tenant><suffix> names the tenant, e.g. .idp.example.com (off)"},
+	{"token_batch_max", OPT_INT, &httpd_config.token_batch_max, 1, 1000,
+	"token requests issued in one transaction at most; 1: one each (32)"},
+	{"token_batch_concurrency", OPT_INT, &httpd_config.token_batch_concurrency, 1, 1000,
+	"token batches running at once (2)"},
 	{NULL}
 };
 
@@ -209,6 +215,8 @@ set_defaults(void)
 	httpd_config.body_limit = 64 * 1024;
 	httpd_config.threads = 0;
 	httpd_config.cache_seconds = 5;
+	httpd_config.token_batch_max = 32;
+	httpd_config.token_batch_concurrency = 2;
 }
 
 static bool
@@ -299,8 +307,19 @@ main(int argc, char **argv)
 			return 2;
 	}
 
+	/*
+	 * A request holds its thread while its statement runs, and token
+	 * requests wait in threads to be batched (batch.c): more threads than
+	 * connections let the batches fill.
+	 */
 	if (httpd_config.threads == 0)
-		httpd_config.threads = httpd_config.pool_size;
+		httpd_config.threads = httpd_config.pool_size * 4 > 1024 ? 1024 :
+			httpd_config.pool_size * 4;
+	if (httpd_config.tenant_host_suffix && httpd_config.tenant_host_suffix[0] != '.')
+	{
+		fprintf(stderr, "agentidp-httpd: tenant_host_suffix must begin with a dot, e.g. .idp.example.com\n");
+		return 2;
+	}
 	if (httpd_config.public_url == NULL)
 	{
 		fprintf(stderr, "agentidp-httpd: public_url must be set\n");

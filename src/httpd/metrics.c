@@ -17,8 +17,8 @@
 #include "httpd.h"
 
 /* the statuses the daemon and the endpoint functions give; others count as 0 */
-static const int statuses[] = {200, 204, 400, 401, 403, 404, 405, 413, 415,
-429, 500, 503, 0};
+static const int statuses[] = {200, 201, 204, 400, 401, 403, 404, 405, 409, 413,
+415, 429, 500, 503, 0};
 
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 
@@ -30,7 +30,7 @@ static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 static const char *const endpoint_names[EP_COUNT] = {
 	"token", "revoke", "introspect", "jwks", "metadata", "healthz", "readyz",
-	"metrics", "other",
+	"metrics", "admin", "other",
 };
 
 static uint64_t requests[EP_COUNT][NSTATUS];
@@ -90,6 +90,8 @@ httpd_metrics_render(size_t *len)
 				in_use,
 				waiting,
 				connected;
+	uint64_t	batches,
+				batched;
 
 	httpd_buf_appends(&buf,
 					  "# HELP agentidp_httpd_requests_total HTTP requests by endpoint and status.\n"
@@ -164,6 +166,15 @@ httpd_metrics_render(size_t *len)
 					 "# TYPE agentidp_httpd_database_errors_total counter\n"
 					 "agentidp_httpd_database_errors_total %llu\n",
 					 (unsigned long long) load(&db_errors));
+	httpd_batch_stats(&batches, &batched);
+	httpd_buf_printf(&buf,
+					 "# HELP agentidp_httpd_token_batches_total Transactions that issued more than one token request (group commit).\n"
+					 "# TYPE agentidp_httpd_token_batches_total counter\n"
+					 "agentidp_httpd_token_batches_total %llu\n"
+					 "# HELP agentidp_httpd_token_batched_requests_total Token requests issued in those transactions.\n"
+					 "# TYPE agentidp_httpd_token_batched_requests_total counter\n"
+					 "agentidp_httpd_token_batched_requests_total %llu\n",
+					 (unsigned long long) batches, (unsigned long long) batched);
 	if (buf.failed)
 	{
 		httpd_buf_free(&buf);

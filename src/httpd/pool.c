@@ -35,7 +35,9 @@ typedef struct PoolConn
 /*
  * Each statement returns the HTTP status and the body as text, so that the
  * daemon never parses JSON: the endpoint functions' {"status", "body"} is
- * taken apart by the database, and the documents get status 200.
+ * taken apart by the database, and the documents get status 200.  The
+ * admin API's answer has headers too, which come as a third column of
+ * "Name: value" lines.
  */
 static const char *const stmt_sql[STMT_COUNT] = {
 	[STMT_TOKEN] = "SELECT (r OPERATOR(pg_catalog.->>) 'status')::pg_catalog.int4, "
@@ -51,11 +53,31 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	"FROM agentidp.http_metadata($1::pg_catalog.text) AS r",
 	[STMT_JWKS] = "SELECT 200, r::pg_catalog.text "
 	"FROM agentidp.http_jwks($1::pg_catalog.text) AS r",
+	[STMT_TOKEN_BATCH] = "SELECT status, body "
+	"FROM agentidp.token_endpoint_batch($1::pg_catalog.jsonb)",
+	[STMT_ADMIN] = "SELECT (r OPERATOR(pg_catalog.->>) 'status')::pg_catalog.int4, "
+	"(r OPERATOR(pg_catalog.->) 'body')::pg_catalog.text, "
+	"(SELECT pg_catalog.string_agg(h.key OPERATOR(pg_catalog.||) ': ' "
+	"OPERATOR(pg_catalog.||) h.value, E'\\n' ORDER BY h.key) "
+	"FROM pg_catalog.jsonb_each_text(r OPERATOR(pg_catalog.->) 'headers') AS h) "
+	"FROM agentidp.admin_api($1::pg_catalog.text, $2::pg_catalog.text, $3::pg_catalog.jsonb, "
+	"$4::pg_catalog.text, $5::pg_catalog.text, $6::pg_catalog.inet, $7::pg_catalog.text) AS r",
 };
 
 static const char *const stmt_name[STMT_COUNT] = {
 	"agentidp_token", "agentidp_revoke", "agentidp_introspect",
-	"agentidp_metadata", "agentidp_jwks",
+	"agentidp_metadata", "agentidp_jwks", "agentidp_token_batch", "agentidp_admin",
+};
+
+/* how many parameters each statement takes and columns it returns */
+static const int stmt_nparams[STMT_COUNT] = {
+	[STMT_TOKEN] = 1, [STMT_REVOKE] = 1, [STMT_INTROSPECT] = 1,
+	[STMT_METADATA] = 1, [STMT_JWKS] = 1, [STMT_TOKEN_BATCH] = 1, [STMT_ADMIN] = 7,
+};
+
+static const int stmt_ncolumns[STMT_COUNT] = {
+	[STMT_TOKEN] = 2, [STMT_REVOKE] = 2, [STMT_INTROSPECT] = 2,
+	[STMT_METADATA] = 2, [STMT_JWKS] = 2, [STMT_TOKEN_BATCH] = 2, [STMT_ADMIN] = 3,
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -276,49 +298,160 @@ classify_failure(PoolConn *slot, PGresult *res)
 PoolResult
 httpd_pool_call(PoolStatement stmt, const char *param, int *status, char **body)
 {
-	PoolConn   *slot;
-	PGresult   *res;
-	PoolResult	result;
 	const char *values[1] = {param};
 
-	*status = 0;
-	*body = NULL;
+	return httpd_pool_call_params(stmt, 1, values, status, body, NULL);
+}
+
+/*
+ * Run a statement with nparams text parameters (NULL: SQL NULL).  The
+ * statement's third column, where it has one, goes to *extra (NULL when
+ * the column is NULL); extra may be NULL for statements without one.
+ */
+/*
+ * Borrow a connection and run a prepared statement on it: the result, with
+ * the connection still lent (*slotp; give it back after reading the
+ * result), or NULL with *failure set and the connection given back.
+ */
+static PGresult *
+execute(PoolStatement stmt, int nparams, const char *const *values,
+		PoolConn **slotp, PoolResult *failure)
+{
+	PoolConn   *slot;
+	PGresult   *res;
+
+	if (nparams != stmt_nparams[stmt])
+	{
+		*failure = POOL_ERROR;
+		return NULL;
+	}
 	slot = borrow();
 	if (slot == NULL)
-		return POOL_UNAVAILABLE;
+	{
+		*failure = POOL_UNAVAILABLE;
+		return NULL;
+	}
 	if (!ensure_connected(slot))
 	{
 		give_back(slot);
-		return POOL_UNAVAILABLE;
+		*failure = POOL_UNAVAILABLE;
+		return NULL;
 	}
 
 	/* prepared on first use, so that one missing function spoils no other */
 	if (!(slot->prepared & (1u << stmt)))
 	{
-		res = PQprepare(slot->conn, stmt_name[stmt], stmt_sql[stmt], 1, NULL);
+		res = PQprepare(slot->conn, stmt_name[stmt], stmt_sql[stmt], nparams, NULL);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
-			result = classify_failure(slot, res);
+			*failure = classify_failure(slot, res);
 			PQclear(res);
 			give_back(slot);
-			return result;
+			return NULL;
 		}
 		PQclear(res);
 		slot->prepared |= 1u << stmt;
 	}
 
-	res = PQexecPrepared(slot->conn, stmt_name[stmt], 1, values, NULL, NULL, 0);
+	res = PQexecPrepared(slot->conn, stmt_name[stmt], nparams, values, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		result = classify_failure(slot, res);
-	else if (PQntuples(res) != 1 || PQnfields(res) != 2)
+	{
+		*failure = classify_failure(slot, res);
+		PQclear(res);
+		give_back(slot);
+		return NULL;
+	}
+	*slotp = slot;
+	return res;
+}
+
+/* a text column of a row, copied; NULL when out of memory */
+static char *
+copy_value(PGresult *res, int row, int col)
+{
+	return strdup(PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
+}
+
+PoolResult
+httpd_pool_call_params(PoolStatement stmt, int nparams, const char *const *values,
+					   int *status, char **body, char **extra)
+{
+	PoolConn   *slot;
+	PGresult   *res;
+	PoolResult	result;
+
+	*status = 0;
+	*body = NULL;
+	if (extra)
+		*extra = NULL;
+	res = execute(stmt, nparams, values, &slot, &result);
+	if (res == NULL)
+		return result;
+	if (PQntuples(res) != 1 || PQnfields(res) != stmt_ncolumns[stmt])
 		result = POOL_NULL;
-	else if (PQgetisnull(res, 0, 1) && stmt >= STMT_METADATA)
+	else if (PQgetisnull(res, 0, 1) && (stmt == STMT_METADATA || stmt == STMT_JWKS))
 		result = POOL_NULL;
 	else
 	{
 		*status = PQgetisnull(res, 0, 0) ? 500 : atoi(PQgetvalue(res, 0, 0));
-		*body = strdup(PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+		*body = copy_value(res, 0, 1);
 		result = *body ? POOL_OK : POOL_ERROR;
+		if (result == POOL_OK && extra && stmt_ncolumns[stmt] > 2 && !PQgetisnull(res, 0, 2))
+		{
+			*extra = strdup(PQgetvalue(res, 0, 2));
+			if (*extra == NULL)
+			{
+				explicit_bzero(*body, strlen(*body));
+				free(*body);
+				*body = NULL;
+				result = POOL_ERROR;
+			}
+		}
+	}
+	PQclear(res);
+	give_back(slot);
+	return result;
+}
+
+/*
+ * A statement of one parameter that answers nrows rows of (status, body),
+ * in order: the token endpoint's batches (batch.c).  POOL_ERROR here means
+ * only that the statement failed, so that its transaction rolled back;
+ * a result of the wrong shape, or no memory to copy it, is POOL_NULL,
+ * since the statement may have committed.
+ */
+PoolResult
+httpd_pool_call_rows(PoolStatement stmt, const char *param, int nrows,
+					 int *statuses, char **bodies)
+{
+	const char *values[1] = {param};
+	PoolConn   *slot;
+	PGresult   *res;
+	PoolResult	result = POOL_OK;
+
+	res = execute(stmt, 1, values, &slot, &result);
+	if (res == NULL)
+		return result;
+	if (PQntuples(res) != nrows || PQnfields(res) != stmt_ncolumns[stmt])
+		result = POOL_NULL;
+	for (int i = 0; i < nrows && result == POOL_OK; i++)
+	{
+		statuses[i] = PQgetisnull(res, i, 0) ? 500 : atoi(PQgetvalue(res, i, 0));
+		bodies[i] = copy_value(res, i, 1);
+		if (bodies[i] == NULL)
+			result = POOL_NULL;
+	}
+	if (result != POOL_OK)
+	{
+		for (int i = 0; i < nrows; i++)
+		{
+			if (bodies[i])
+			{
+				explicit_bzero(bodies[i], strlen(bodies[i]));
+				free(bodies[i]);
+				bodies[i] = NULL;
+			}
+		}
 	}
 	PQclear(res);
 	give_back(slot);

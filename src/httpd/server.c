@@ -3,9 +3,10 @@
  * server.c
  *	  The libmicrohttpd server: routing, request bodies, client
  *	  authentication headers, the request object passed to the endpoint
- *	  functions, responses, the JWKS and metadata cache, and draining at
- *	  shutdown.  Every OAuth decision is the database's: this file only
- *	  turns HTTP into one SQL call and the call's answer back into HTTP.
+ *	  functions, the admin API's requests, responses, the JWKS and metadata
+ *	  cache, and draining at shutdown.  Every OAuth and admin decision is
+ *	  the database's: this file only turns HTTP into one SQL call and the
+ *	  call's answer back into HTTP.
  *
  *	  Per-request state is made on the first access-handler call and freed
  *	  in the completed callback, which also writes the access log line.
@@ -43,7 +44,8 @@ typedef enum Route
 	R_METADATA,
 	R_HEALTHZ,
 	R_READYZ,
-	R_METRICS
+	R_METRICS,
+	R_ADMIN						/* /admin/v1 and below, every method */
 } Route;
 
 typedef struct Request
@@ -55,7 +57,8 @@ typedef struct Request
 	char	   *path;
 	Route		route;
 	Endpoint	ep;
-	char		tenant[64];		/* empty: not scoped by path */
+	char		tenant[64];		/* empty: not scoped by path or host */
+	char		host_base[300];	/* scheme://Host of a request routed by host */
 	StrBuf		body;
 	bool		too_large;
 	size_t		discarded;
@@ -101,20 +104,18 @@ elapsed_seconds(const struct timespec *start)
 }
 
 /*
- * Queue a response.  body may be NULL (no body); its bytes are copied.
- * allow names the methods of a 405.
+ * Make a response.  body may be NULL (no body); its bytes are copied.
+ * allow names the methods of a 405.  NULL when out of memory.
  */
-static enum MHD_Result
-respond(struct MHD_Connection *conn, Request *req, int status,
-		const char *content_type, const char *body, size_t len, int flags,
-		const char *allow)
+static struct MHD_Response *
+make_response(const Request *req, const char *content_type, const char *body,
+			  size_t len, int flags, const char *allow)
 {
 	SecretBody *b = malloc(sizeof(SecretBody) + len + 1);
 	struct MHD_Response *resp;
-	enum MHD_Result ret;
 
 	if (b == NULL)
-		return MHD_NO;
+		return NULL;
 	b->len = len;
 	if (len)
 		memcpy(b->data, body, len);
@@ -124,7 +125,7 @@ respond(struct MHD_Connection *conn, Request *req, int status,
 	if (resp == NULL)
 	{
 		secret_body_free(b);
-		return MHD_NO;
+		return NULL;
 	}
 	if (content_type)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
@@ -147,11 +148,32 @@ respond(struct MHD_Connection *conn, Request *req, int status,
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
 	if (__atomic_load_n(&draining, __ATOMIC_RELAXED))
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	return resp;
+}
+
+static enum MHD_Result
+queue_response(struct MHD_Connection *conn, Request *req, int status,
+			   struct MHD_Response *resp)
+{
+	enum MHD_Result ret;
+
+	if (resp == NULL)
+		return MHD_NO;
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	if (ret == MHD_YES)
 		req->status = status;
 	return ret;
+}
+
+/* queue a response made by make_response() */
+static enum MHD_Result
+respond(struct MHD_Connection *conn, Request *req, int status,
+		const char *content_type, const char *body, size_t len, int flags,
+		const char *allow)
+{
+	return queue_response(conn, req, status,
+						  make_response(req, content_type, body, len, flags, allow));
 }
 
 /* an OAuth2 error body (RFC 6749 section 5.2), never naming a secret */
@@ -180,6 +202,54 @@ respond_error(struct MHD_Connection *conn, Request *req, int status,
 		flags |= RF_WWW_AUTH;
 	ret = respond(conn, req, status, "application/json", buf.data, buf.len,
 				  flags, allow);
+	httpd_buf_free(&buf);
+	return ret;
+}
+
+/* the reason phrase of a status the daemon itself answers the admin API with */
+static const char *
+reason_phrase(int status)
+{
+	switch (status)
+	{
+		case 400:
+			return "Bad Request";
+		case 404:
+			return "Not Found";
+		case 413:
+			return "Content Too Large";
+		case 415:
+			return "Unsupported Media Type";
+		case 503:
+			return "Service Unavailable";
+		default:
+			return "Internal Server Error";
+	}
+}
+
+/*
+ * An admin API error of the daemon's own (RFC 9457 problem details), in
+ * the form admin_api() gives its errors.  Admin responses are never stored.
+ */
+static enum MHD_Result
+respond_problem(struct MHD_Connection *conn, Request *req, int status,
+				const char *detail, int flags)
+{
+	StrBuf		buf = {0};
+	enum MHD_Result ret;
+
+	httpd_buf_appends(&buf, "{\"type\":\"about:blank\",\"title\":");
+	httpd_buf_json_string(&buf, reason_phrase(status));
+	httpd_buf_printf(&buf, ",\"status\":%d,\"detail\":", status);
+	httpd_buf_json_string(&buf, detail);
+	httpd_buf_appends(&buf, "}");
+	if (buf.failed)
+	{
+		httpd_buf_free(&buf);
+		return MHD_NO;
+	}
+	ret = respond(conn, req, status, "application/problem+json", buf.data, buf.len,
+				  flags | RF_NO_STORE, NULL);
 	httpd_buf_free(&buf);
 	return ret;
 }
@@ -300,8 +370,56 @@ route_suffix(const char *rest)
 	return R_NONE;
 }
 
+/*
+ * Tenant routing by host name (tenant_host_suffix): a Host header of the
+ * form <tenant><suffix>, e.g. acme.idp.example.com with the suffix
+ * .idp.example.com, names the tenant of an unscoped route.  The base URL
+ * of the request (the scheme of public_url, then the Host as sent) is what
+ * the DPoP htu is checked against.  False when the host names no tenant.
+ */
+static bool
+route_by_host(Request *req, const char *host)
+{
+	const char *suffix = httpd_config.tenant_host_suffix;
+	size_t		hostlen,
+				namelen,
+				suffixlen;
+	const char *colon;
+
+	if (suffix == NULL || suffix[0] == '\0' || host == NULL)
+		return false;
+	hostlen = strlen(host);
+	if (hostlen == 0 || hostlen > 253 + 6)
+		return false;
+	for (const char *p = host; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == ':'))
+			return false;
+	/* the port, if any, is no part of the name */
+	colon = strchr(host, ':');
+	namelen = colon ? (size_t) (colon - host) : hostlen;
+	if (colon && (colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1)))
+		return false;
+	suffixlen = strlen(suffix);
+	if (namelen <= suffixlen ||
+		strncasecmp(host + namelen - suffixlen, suffix, suffixlen) != 0 ||
+		namelen - suffixlen >= sizeof(req->tenant))
+		return false;
+	namelen -= suffixlen;
+	for (size_t i = 0; i < namelen; i++)
+		if (host[i] >= 'A' && host[i] <= 'Z')
+			return false;		/* tenant names are lower case */
+	if (!valid_slug(host, namelen) || memchr(host, '.', namelen) != NULL)
+		return false;
+	memcpy(req->tenant, host, namelen);
+	req->tenant[namelen] = '\0';
+	snprintf(req->host_base, sizeof(req->host_base), "%s://%s",
+			 strncmp(httpd_config.public_url, "https:", 6) == 0 ? "https" : "http", host);
+	return true;
+}
+
 static void
-route(Request *req, const char *url)
+route(Request *req, const char *url, const char *host)
 {
 	static const char md_prefix[] = "/.well-known/oauth-authorization-server/t/";
 
@@ -313,6 +431,8 @@ route(Request *req, const char *url)
 		req->route = R_READYZ;
 	else if (strcmp(url, "/metrics") == 0)
 		req->route = R_METRICS;
+	else if (strcmp(url, "/admin/v1") == 0 || strncmp(url, "/admin/v1/", 10) == 0)
+		req->route = R_ADMIN;
 	else if (strncmp(url, "/t/", 3) == 0)
 	{
 		const char *name = url + 3;
@@ -346,6 +466,15 @@ route(Request *req, const char *url)
 			snprintf(req->tenant, sizeof(req->tenant), "%s", name);
 		}
 	}
+	else if (route_by_host(req, host))
+	{
+		req->route = route_suffix(url);
+		if (req->route == R_NONE && strcmp(url, "/.well-known/jwks.json") == 0)
+			req->route = R_JWKS;
+		else if (req->route == R_NONE &&
+				 strcmp(url, "/.well-known/oauth-authorization-server") == 0)
+			req->route = R_METADATA;
+	}
 	else
 		req->route = route_suffix(url);
 
@@ -375,6 +504,9 @@ route(Request *req, const char *url)
 		case R_METRICS:
 			req->ep = EP_METRICS;
 			break;
+		case R_ADMIN:
+			req->ep = EP_ADMIN;
+			break;
 		default:
 			req->ep = EP_OTHER;
 			break;
@@ -385,6 +517,13 @@ static bool
 is_post_route(Route r)
 {
 	return r == R_TOKEN || r == R_REVOKE || r == R_INTROSPECT;
+}
+
+/* routes whose requests may carry a body, which is read before answering */
+static bool
+reads_body(Route r)
+{
+	return is_post_route(r) || r == R_ADMIN;
 }
 
 /* ---------------------------------------------------------------------
@@ -550,17 +689,16 @@ header_value_ok(const char *v)
 	return httpd_utf8_valid(v, strlen(v));
 }
 
+/* the Content-Type is this media type, perhaps with parameters such as charset=UTF-8 */
 static bool
-form_content_type(struct MHD_Connection *conn)
+content_type_is(struct MHD_Connection *conn, const char *type)
 {
 	const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 												 MHD_HTTP_HEADER_CONTENT_TYPE);
-	static const char form[] = "application/x-www-form-urlencoded";
-	size_t		n = sizeof(form) - 1;
+	size_t		n = strlen(type);
 
-	if (ct == NULL || strncasecmp(ct, form, n) != 0)
+	if (ct == NULL || strncasecmp(ct, type, n) != 0)
 		return false;
-	/* parameters such as charset=UTF-8 may follow */
 	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
 }
 
@@ -678,7 +816,7 @@ handle_oauth(struct MHD_Connection *conn, Request *req)
 	{
 		StrBuf		htu = {0};
 
-		httpd_buf_appends(&htu, httpd_config.public_url);
+		httpd_buf_appends(&htu, req->host_base[0] ? req->host_base : httpd_config.public_url);
 		httpd_buf_appends(&htu, req->path);
 		httpd_buf_json_string(&json, htu.failed ? "" : htu.data);
 		httpd_buf_free(&htu);
@@ -700,7 +838,10 @@ handle_oauth(struct MHD_Connection *conn, Request *req)
 		goto done;
 	}
 
-	pr = httpd_pool_call(stmt, json.data, &status, &body);
+	if (stmt == STMT_TOKEN)
+		pr = httpd_token_call(json.data, &status, &body);
+	else
+		pr = httpd_pool_call(stmt, json.data, &status, &body);
 	if (pr == POOL_UNAVAILABLE)
 		ret = respond_error(conn, req, 503, "temporarily_unavailable",
 							"the database is not available; retry later",
@@ -780,6 +921,190 @@ handle_metrics(struct MHD_Connection *conn, Request *req)
 }
 
 /* ---------------------------------------------------------------------
+ * The admin API: every request under /admin/v1 is one call of
+ * agentidp.admin_api(), which authenticates, routes, decides and answers.
+ * The daemon checks only what HTTP itself needs (sizes, media type,
+ * encodings) and passes the request on.
+ * ---------------------------------------------------------------------
+ */
+
+#define ADMIN_PREFIX_LEN 9		/* strlen("/admin/v1") */
+#define ADMIN_MAX_PARAMS 64
+
+/* the query parameters as one JSON object of strings */
+typedef struct QueryJson
+{
+	StrBuf		json;
+	const char *keys[ADMIN_MAX_PARAMS];
+	int			nkeys;
+	const char *error;
+} QueryJson;
+
+static enum MHD_Result
+collect_query(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+			  const char *value, size_t value_size)
+{
+	QueryJson  *q = cls;
+
+	if (key == NULL)
+		return MHD_YES;
+	if (value == NULL)
+	{
+		/* "?name" without "=": an empty value */
+		value = "";
+		value_size = 0;
+	}
+	/* an encoded NUL would cut the text short, and the database takes UTF-8 */
+	if (strlen(key) != key_size || strlen(value) != value_size ||
+		!httpd_utf8_valid(key, key_size) || !httpd_utf8_valid(value, value_size))
+	{
+		q->error = "a query parameter is not valid UTF-8";
+		return MHD_NO;
+	}
+	for (int i = 0; i < q->nkeys; i++)
+		if (strcmp(q->keys[i], key) == 0)
+		{
+			q->error = "a query parameter is repeated";
+			return MHD_NO;
+		}
+	if (q->nkeys >= ADMIN_MAX_PARAMS)
+	{
+		q->error = "too many query parameters";
+		return MHD_NO;
+	}
+	/* MHD keeps the strings until the request ends */
+	q->keys[q->nkeys++] = key;
+	httpd_buf_appends(&q->json, q->nkeys > 1 ? "," : "{");
+	httpd_buf_json_string(&q->json, key);
+	httpd_buf_appends(&q->json, ":");
+	httpd_buf_json_string(&q->json, value);
+	return MHD_YES;
+}
+
+/* a header name or value as admin_api gives it: no control characters */
+static bool
+header_token_ok(const char *s, size_t len)
+{
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/*
+ * Send admin_api's answer.  headers holds its "Name: value" lines, the
+ * Content-Type among them; the daemon adds no-store, as no admin answer
+ * may be cached (some show a secret once).
+ */
+static enum MHD_Result
+respond_admin(struct MHD_Connection *conn, Request *req, int status,
+			  const char *body, const char *headers)
+{
+	struct MHD_Response *resp;
+
+	if (status < 200 || status > 599)
+		return respond_problem(conn, req, 500, "the request could not be processed", 0);
+	resp = make_response(req, NULL, body, strlen(body), RF_NO_STORE, NULL);
+	if (resp == NULL)
+		return MHD_NO;
+	for (const char *line = headers; line != NULL && *line;)
+	{
+		const char *end = strchr(line, '\n');
+		size_t		len = end ? (size_t) (end - line) : strlen(line);
+		const char *colon = memchr(line, ':', len);
+
+		if (colon != NULL && colon[1] == ' ' &&
+			header_token_ok(line, colon - line) &&
+			header_token_ok(colon + 2, len - (colon + 2 - line)))
+		{
+			char	   *name = strndup(line, colon - line);
+			char	   *value = strndup(colon + 2, len - (colon + 2 - line));
+
+			if (name == NULL || value == NULL ||
+				MHD_add_response_header(resp, name, value) != MHD_YES)
+				httpd_log("warning", "msg=\"an admin API response header was not sent\"");
+			free(name);
+			free(value);
+		}
+		else
+			httpd_log("warning", "msg=\"an admin API response header was malformed\"");
+		line = end ? end + 1 : NULL;
+	}
+	return queue_response(conn, req, status, resp);
+}
+
+static enum MHD_Result
+handle_admin(struct MHD_Connection *conn, Request *req)
+{
+	const char *path = req->path + ADMIN_PREFIX_LEN;
+	const char *auth;
+	bool		repeated;
+	QueryJson	q;
+	const char *values[7];
+	int			status = 0;
+	char	   *body = NULL;
+	char	   *headers = NULL;
+	PoolResult	pr;
+	enum MHD_Result ret;
+
+	/* the path goes to the database as text: UTF-8 without control characters */
+	if (!header_value_ok(path))
+		return respond_problem(conn, req, 404, "no such resource", 0);
+	if (req->body.len > 0 &&
+		(memchr(req->body.data, '\0', req->body.len) != NULL ||
+		 !httpd_utf8_valid(req->body.data, req->body.len)))
+		return respond_problem(conn, req, 400, "the request body is not UTF-8 text", 0);
+	auth = single_header(conn, MHD_HTTP_HEADER_AUTHORIZATION, &repeated);
+	if (repeated)
+		return respond_problem(conn, req, 400, "the Authorization header is repeated", 0);
+	if (auth != NULL && !header_value_ok(auth))
+		return respond_problem(conn, req, 400, "the Authorization header is malformed", 0);
+
+	memset(&q, 0, sizeof(q));
+	(void) MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, collect_query, &q);
+	if (q.error != NULL)
+	{
+		ret = respond_problem(conn, req, 400, q.error, 0);
+		httpd_buf_free(&q.json);
+		return ret;
+	}
+	httpd_buf_appends(&q.json, q.nkeys > 0 ? "}" : "{}");
+	if (q.json.failed)
+	{
+		httpd_buf_free(&q.json);
+		return respond_problem(conn, req, 500, "out of memory", 0);
+	}
+
+	values[0] = req->method;
+	values[1] = path;
+	values[2] = q.json.data;
+	values[3] = req->body.len > 0 ? req->body.data : NULL;
+	values[4] = auth;
+	values[5] = req->client_addr[0] ? req->client_addr : NULL;
+	values[6] = req->request_id;
+	pr = httpd_pool_call_params(STMT_ADMIN, 7, values, &status, &body, &headers);
+	httpd_buf_free(&q.json);
+	if (pr == POOL_UNAVAILABLE)
+		ret = respond_problem(conn, req, 503, "the database is not available; retry later",
+							  RF_RETRY);
+	else if (pr != POOL_OK)
+		ret = respond_problem(conn, req, 500, "the request could not be processed", 0);
+	else
+		ret = respond_admin(conn, req, status, body, headers);
+
+	if (body)
+	{
+		/* a new client secret is shown once: leave no copy behind */
+		explicit_bzero(body, strlen(body));
+		free(body);
+	}
+	free(headers);
+	return ret;
+}
+
+/* ---------------------------------------------------------------------
  * The access handler
  * ---------------------------------------------------------------------
  */
@@ -809,11 +1134,27 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		if (req->method == NULL || req->path == NULL)
 			return MHD_NO;
 		client_address(conn, req->client_addr, sizeof(req->client_addr));
-		route(req, url);
+		route(req, url, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST));
 
 		if (req->route == R_NONE)
 			return respond_error(conn, req, 404, "not_found",
 								 "no such endpoint", 0, NULL);
+		if (req->route == R_ADMIN)
+		{
+			/* any method: admin_api answers 405 itself, with its Allow */
+			const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+														 MHD_HTTP_HEADER_CONTENT_LENGTH);
+			const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+														 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+
+			if (cl && strtoull(cl, NULL, 10) > httpd_config.body_limit)
+				return respond_problem(conn, req, 413, "the request body is too large", 0);
+			if (((cl && strtoull(cl, NULL, 10) > 0) || te != NULL) &&
+				!content_type_is(conn, "application/json"))
+				return respond_problem(conn, req, 415,
+									   "the request body must be application/json", 0);
+			return MHD_YES;
+		}
 		if (is_post_route(req->route))
 		{
 			const char *cl;
@@ -822,7 +1163,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 				return respond_error(conn, req, 405, "invalid_request",
 									 "the endpoint accepts POST only",
 									 RF_NO_STORE, "POST");
-			if (!form_content_type(conn))
+			if (!content_type_is(conn, "application/x-www-form-urlencoded"))
 				return respond_error(conn, req, 400, "invalid_request",
 									 "the content type must be application/x-www-form-urlencoded",
 									 RF_NO_STORE, NULL);
@@ -855,7 +1196,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		return MHD_YES;
 	}
 
-	if (!is_post_route(req->route))
+	if (!reads_body(req->route))
 	{
 		if (*upload_data_size > 0)
 		{
@@ -901,6 +1242,14 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 
 	/* the whole body is here */
+	if (req->route == R_ADMIN)
+	{
+		if (req->too_large)
+			return respond_problem(conn, req, 413, "the request body is too large", 0);
+		if (req->body.failed)
+			return respond_problem(conn, req, 500, "out of memory", 0);
+		return handle_admin(conn, req);
+	}
 	if (req->too_large)
 		return respond_error(conn, req, 413, "invalid_request",
 							 "the request body is too large", RF_NO_STORE, NULL);

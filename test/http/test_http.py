@@ -10,6 +10,7 @@ Standard library only.  Environment:
   AGENTIDP_HTTPD_LOG       the daemon's log file, checked for secrets
 """
 
+import access_log
 import base64
 import http.client
 import json
@@ -296,9 +297,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Tls(unittest.TestCase):
-    """A second daemon, serving HTTPS with a certificate made here, on the
-    same database: libmicrohttpd's TLS, as tls_cert and tls_key set it up."""
+class SecondDaemon(unittest.TestCase):
+    """Starts a daemon of its own on a free port, on the same database, with
+    the settings of the subclass (extra_settings) and, for TLS, a
+    certificate made here."""
+
+    tls = False
+
+    @classmethod
+    def extra_settings(cls):
+        return {}
 
     @classmethod
     def setUpClass(cls):
@@ -310,27 +318,33 @@ class Tls(unittest.TestCase):
         binary = os.environ.get("AGENTIDP_HTTPD_BIN") or os.path.join(
             subprocess.check_output(["pg_config", "--bindir"], text=True).strip(),
             "agentidp-httpd")
-        cls.dir = tempfile.mkdtemp(prefix="agentidp-tls-")
-        cls.cert = os.path.join(cls.dir, "cert.pem")
-        key = os.path.join(cls.dir, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
-                        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", key, "-out", cls.cert],
-                       check=True, capture_output=True)
+        cls.dir = tempfile.mkdtemp(prefix="agentidp-httpd-")
         cls.port = free_port()
-        kept = ("conninfo", "pool_size")
+        settings = {"listen": "127.0.0.1", "port": str(cls.port), "pool_size": "2"}
         with open(conf) as f:
-            lines = [l for l in f if l.split("=", 1)[0].strip() in kept]
-        tls_conf = os.path.join(cls.dir, "httpd.conf")
-        with open(tls_conf, "w") as f:
-            f.writelines(lines)
-            f.write("listen = 127.0.0.1\nport = %d\npool_size = 2\n" % cls.port)
-            f.write("tls_cert = %s\ntls_key = %s\n" % (cls.cert, key))
+            for line in f:
+                name, _, value = line.partition("=")
+                if name.strip() in ("conninfo", "public_url"):
+                    settings[name.strip()] = value.strip()
+        cls.ctx = None
+        if cls.tls:
+            cls.cert = os.path.join(cls.dir, "cert.pem")
+            key = os.path.join(cls.dir, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                            "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", key, "-out", cls.cert],
+                           check=True, capture_output=True)
+            settings.update(tls_cert=cls.cert, tls_key=key)
+            cls.ctx = ssl.create_default_context(cafile=cls.cert)
+        settings.update(cls.extra_settings())
+        own_conf = os.path.join(cls.dir, "httpd.conf")
+        with open(own_conf, "w") as f:
+            for name, value in settings.items():
+                f.write("%s = %s\n" % (name, value))
         cls.log = open(os.path.join(cls.dir, "httpd.log"), "w+")
-        cls.proc = subprocess.Popen([binary, "--config", tls_conf],
+        cls.proc = subprocess.Popen([binary, "--config", own_conf],
                                     stdout=cls.log, stderr=subprocess.STDOUT)
-        cls.ctx = ssl.create_default_context(cafile=cls.cert)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -340,7 +354,7 @@ class Tls(unittest.TestCase):
                 pass
             if cls.proc.poll() is not None or time.monotonic() > deadline:
                 cls.tearDownClass()
-                raise RuntimeError("the TLS daemon did not start")
+                raise RuntimeError("the second daemon did not start")
             time.sleep(0.1)
 
     @classmethod
@@ -356,14 +370,23 @@ class Tls(unittest.TestCase):
 
     @classmethod
     def get(cls, path, method="GET", body=None, headers=None):
-        conn = http.client.HTTPSConnection("127.0.0.1", cls.port, timeout=TIMEOUT,
-                                           context=cls.ctx)
+        if cls.tls:
+            conn = http.client.HTTPSConnection("127.0.0.1", cls.port, timeout=TIMEOUT,
+                                               context=cls.ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", cls.port, timeout=TIMEOUT)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
             return resp.status, resp.headers, resp.read()
         finally:
             conn.close()
+
+
+class Tls(SecondDaemon):
+    """HTTPS with libmicrohttpd's TLS, as tls_cert and tls_key set it up."""
+
+    tls = True
 
     def test_token_over_https(self):
         h = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -393,6 +416,52 @@ class Tls(unittest.TestCase):
         self.assertEqual(self.get("/healthz")[0], 200)
 
 
+class HostRouting(SecondDaemon):
+    """tenant_host_suffix: the Host <tenant><suffix> names the tenant of
+    the unscoped routes."""
+
+    @classmethod
+    def extra_settings(cls):
+        return {"tenant_host_suffix": ".idp.test"}
+
+    def host(self, name):
+        return {"Host": "%s.idp.test:%d" % (name, self.port)}
+
+    def test_documents_by_host(self):
+        status, headers, body = self.get("/.well-known/jwks.json", headers=self.host(TENANT))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), json.loads(request(
+            "GET", "/t/%s/.well-known/jwks.json" % TENANT)[2]))
+        status, _, body = self.get("/.well-known/oauth-authorization-server",
+                                   headers=self.host(TENANT))
+        self.assertEqual(status, 200, body)
+        self.assertTrue(json.loads(body)["issuer"].endswith("/t/" + TENANT))
+
+    def test_token_by_host(self):
+        h = {"Content-Type": "application/x-www-form-urlencoded"}
+        h.update(basic(CLIENT_ID, CLIENT_SECRET))
+        h.update(self.host(TENANT))
+        status, _, body = self.get("/oauth/token", "POST", "grant_type=client_credentials", h)
+        self.assertEqual(status, 200, body)
+        # a tenant that does not exist (a client of another, existing
+        # tenant gets invalid_client: sql/http.sql)
+        h.update(self.host("no-such-tenant"))
+        status, headers, body = self.get("/oauth/token", "POST", "grant_type=client_credentials", h)
+        self.assertEqual(status, 404, body)
+        self.assertEqual(json.loads(body)["error"], "not_found")
+
+    def test_hosts_that_name_no_tenant(self):
+        for host in ("no-such-tenant.idp.test", "idp.test", "a.b.idp.test", "Demo.idp.test",
+                     "demo.idp.test.evil", "demo.idp.test:x", "127.0.0.1:%d" % self.port):
+            status, _, body = self.get("/.well-known/jwks.json", headers={"Host": host})
+            self.assertEqual(status, 404, host)
+            self.assertEqual(json.loads(body)["error"], "not_found")
+        # routing by path still works, whatever the host
+        status, _, _ = self.get("/t/%s/.well-known/jwks.json" % TENANT,
+                                headers=self.host("no-such-tenant"))
+        self.assertEqual(status, 200)
+
+
 class ZAccessLog(unittest.TestCase):
     """Runs last (by name): the log then holds every request above."""
 
@@ -406,13 +475,7 @@ class ZAccessLog(unittest.TestCase):
         token = json.loads(body)["access_token"]
         request("GET", "/healthz?client_secret=query-secret-value")
         request_id = h["X-Request-Id"]
-        deadline = time.monotonic() + 5
-        while True:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                log = f.read()
-            if request_id in log or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        log = access_log.read_until(path, request_id)
         self.assertIn("request_id=" + request_id, log)
         self.assertNotIn(CLIENT_SECRET, log)
         self.assertNotIn(urllib.parse.quote_plus(CLIENT_SECRET), log)
