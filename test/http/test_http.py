@@ -233,6 +233,54 @@ class Documents(unittest.TestCase):
             self.assertIn("error", json.loads(body))
 
 
+def metric(name):
+    _, _, body = request("GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1])
+    raise AssertionError("no metric " + name)
+
+
+class GroupCommit(unittest.TestCase):
+    """Token requests that arrive together are issued in one transaction
+    (src/httpd/batch.c), each answered as it would be alone."""
+
+    def test_concurrent_requests_each_get_their_own_answer(self):
+        import concurrent.futures
+        good = basic(CLIENT_ID, CLIENT_SECRET)
+        bad = basic(CLIENT_ID, CLIENT_SECRET[:-2] + ("AA" if not CLIENT_SECRET.endswith("AA") else "BB"))
+        before = metric("agentidp_httpd_token_batched_requests_total")
+        deadline = time.monotonic() + 20
+        jtis = set()
+        rounds = 0
+        # rounds of 24 at once, until some went in a batch (bounded in time)
+        while True:
+            rounds += 1
+            with concurrent.futures.ThreadPoolExecutor(24) as pool:
+                results = list(pool.map(
+                    lambda i: (i, form_post(TOKEN_PATH, {"grant_type": "client_credentials",
+                                                         "scope": "read" if i % 3 else "write"},
+                                            bad if i % 4 == 0 else good)),
+                    range(24)))
+            for i, (status, headers, body) in results:
+                doc = json.loads(body)
+                if i % 4 == 0:
+                    self.assertEqual(status, 401, body)
+                    self.assertEqual(doc["error"], "invalid_client")
+                    self.assertIn("WWW-Authenticate", headers)
+                else:
+                    self.assertEqual(status, 200, body)
+                    payload = doc["access_token"].split(".")[1]
+                    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                    self.assertEqual(claims["scope"], "read" if i % 3 else "write")
+                    self.assertEqual(doc["scope"], claims["scope"])
+                    self.assertNotIn(claims["jti"], jtis)
+                    jtis.add(claims["jti"])
+            if metric("agentidp_httpd_token_batched_requests_total") > before:
+                break
+            self.assertLess(time.monotonic(), deadline, "no request was batched in %d rounds" % rounds)
+
+
 class Operations(unittest.TestCase):
     def test_healthz_readyz(self):
         for path in ("/healthz", "/readyz"):
