@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "httpd.h"
@@ -230,6 +231,38 @@ write_pid_file(const char *path)
 	return fclose(f) == 0;
 }
 
+/*
+ * Every connection holds a descriptor.  Past the open-file limit accept()
+ * fails, and a libmicrohttpd 0.9 thread that holds no connection then
+ * retries at once, for ever, logging each failure: a busy loop that fills
+ * the disk.  So the soft limit is raised to what max_connections needs
+ * (systemd's default is 1024), or else max_connections lowered to fit.
+ */
+static void
+fit_open_files(void)
+{
+	struct rlimit rl;
+
+	/* the listen socket, each thread's epoll and wake-up, the pool, the log */
+	rlim_t		reserve = 32 + 4 * (rlim_t) httpd_config.threads +
+		(rlim_t) httpd_config.pool_size;
+	rlim_t		need = (rlim_t) httpd_config.max_connections + reserve;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) ?
+		need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur >= need)
+		return;
+	httpd_config.max_connections = rl.rlim_cur > reserve + 1 ?
+		(int) (rl.rlim_cur - reserve) : 1;
+	httpd_log("warning", "msg=\"max_connections lowered to fit the open-file limit\" "
+			  "max_connections=%d open_files=%lu",
+			  httpd_config.max_connections, (unsigned long) rl.rlim_cur);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -354,6 +387,7 @@ main(int argc, char **argv)
 	/* a client that goes away must not kill the process */
 	signal(SIGPIPE, SIG_IGN);
 
+	fit_open_files();
 	if (!httpd_pool_init(httpd_config.conninfo, httpd_config.pool_size,
 						 httpd_config.pool_wait_ms, httpd_config.statement_timeout_ms))
 	{

@@ -211,6 +211,21 @@ drop_idle(void)
 }
 
 /*
+ * libpq prints the server's notices and warnings on standard error, whole:
+ * into the log instead, by SQLSTATE alone, as errors are, since messages
+ * may quote input.
+ */
+static void
+log_notice(void *arg, const PGresult *res)
+{
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	httpd_log("warning", "msg=\"database notice\" severity=%s sqlstate=%s",
+			  severity ? severity : "unknown", state ? state : "unknown");
+}
+
+/*
  * Connect the slot if it is not.  While the database is down, only one
  * attempt a second is made (by whichever request comes first); the others
  * fail at once instead of each waiting for a connect timeout.
@@ -256,6 +271,7 @@ ensure_connected(PoolConn *slot)
 		httpd_log("info", "msg=\"connected to the database\"");
 	pool_down = false;
 	pthread_mutex_unlock(&pool_lock);
+	PQsetNoticeReceiver(conn, log_notice, NULL);
 	slot->conn = conn;
 	slot->prepared = 0;
 	return true;

@@ -527,6 +527,117 @@ reads_body(Route r)
 }
 
 /* ---------------------------------------------------------------------
+ * Request deadlines (slowloris)
+ *
+ * libmicrohttpd's connection_timeout counts idleness alone: a client that
+ * sends a byte of its header now and then keeps its connection for ever,
+ * and max_connections such clients shut everyone else out.  So a request
+ * must arrive whole, header and body, within connection_timeout seconds
+ * of the connection's start or of the end of the previous request on it.
+ * A reaper thread shuts the late connections' sockets down; libmicrohttpd
+ * then closes them as it closes any the client closed.
+ * ---------------------------------------------------------------------
+ */
+typedef struct ConnDeadline
+{
+	MHD_socket	fd;
+	struct timespec since;		/* the request being received began */
+	bool		received;		/* it is whole: no deadline while answered */
+	bool		reaped;
+	struct ConnDeadline *prev;
+	struct ConnDeadline *next;
+} ConnDeadline;
+
+static pthread_mutex_t deadline_lock = PTHREAD_MUTEX_INITIALIZER;
+static ConnDeadline *deadlines;
+static pthread_t reaper;
+static bool reaper_running;
+static int	reaper_stop;
+
+static void
+notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+				  enum MHD_ConnectionNotificationCode code)
+{
+	ConnDeadline *d;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		/* without one, the idle timeout still applies */
+		if (ci == NULL || (d = calloc(1, sizeof(ConnDeadline))) == NULL)
+			return;
+		d->fd = ci->connect_fd;
+		clock_gettime(CLOCK_MONOTONIC, &d->since);
+		pthread_mutex_lock(&deadline_lock);
+		d->next = deadlines;
+		if (deadlines)
+			deadlines->prev = d;
+		deadlines = d;
+		pthread_mutex_unlock(&deadline_lock);
+		*socket_context = d;
+	}
+	else if (code == MHD_CONNECTION_NOTIFY_CLOSED && (d = *socket_context) != NULL)
+	{
+		/* called before the socket is closed: the reaper never sees a reused fd */
+		pthread_mutex_lock(&deadline_lock);
+		if (d->prev)
+			d->prev->next = d->next;
+		else
+			deadlines = d->next;
+		if (d->next)
+			d->next->prev = d->prev;
+		pthread_mutex_unlock(&deadline_lock);
+		free(d);
+		*socket_context = NULL;
+	}
+}
+
+/* the request is whole (true), or answered, and the next one may begin */
+static void
+deadline_mark(struct MHD_Connection *conn, bool received)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	ConnDeadline *d = ci ? ci->socket_context : NULL;
+
+	if (d == NULL)
+		return;
+	pthread_mutex_lock(&deadline_lock);
+	d->received = received;
+	if (!received)
+		clock_gettime(CLOCK_MONOTONIC, &d->since);
+	pthread_mutex_unlock(&deadline_lock);
+}
+
+static void *
+reaper_main(void *arg)
+{
+	while (!__atomic_load_n(&reaper_stop, __ATOMIC_RELAXED))
+	{
+		struct timespec now;
+
+		usleep(250 * 1000);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		pthread_mutex_lock(&deadline_lock);
+		for (ConnDeadline *d = deadlines; d; d = d->next)
+		{
+			long		ms = (now.tv_sec - d->since.tv_sec) * 1000L +
+				(now.tv_nsec - d->since.tv_nsec) / 1000000L;
+
+			if (d->received || d->reaped ||
+				ms < httpd_config.connection_timeout * 1000L)
+				continue;
+			shutdown(d->fd, SHUT_RDWR);
+			d->reaped = true;
+		}
+		pthread_mutex_unlock(&deadline_lock);
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------
  * Request state
  * ---------------------------------------------------------------------
  */
@@ -616,6 +727,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (req == NULL)
 		return;
+	deadline_mark(conn, false);
 	secs = elapsed_seconds(&req->start);
 	httpd_log_access(req->request_id, req->method, req->path, req->status,
 					 secs * 1000.0, req->client_addr, httpd_endpoint_name(req->ep));
@@ -1136,6 +1248,42 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		client_address(conn, req->client_addr, sizeof(req->client_addr));
 		route(req, url, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST));
 
+		/*
+		 * RFC 9112 sections 3.2 and 6: one Host, and one way to tell
+		 * where the body ends.  Two Hosts, two Content-Lengths, or one
+		 * beside Transfer-Encoding is how a request is routed or smuggled
+		 * past a proxy that reads it otherwise (libmicrohttpd 0.9 takes
+		 * the first); and it reads a body of any other coding than
+		 * chunked to the end of the connection: the request never ends.
+		 */
+		{
+			bool		host_repeated;
+			bool		cl_repeated;
+			bool		te_repeated;
+			const char *cl = single_header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH,
+										   &cl_repeated);
+			const char *te = single_header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING,
+										   &te_repeated);
+			const char *why = NULL;
+			int			status = 400;
+
+			(void) single_header(conn, MHD_HTTP_HEADER_HOST, &host_repeated);
+			if (te && (te_repeated || strcasecmp(te, "chunked") != 0))
+			{
+				status = 501;
+				why = "the only transfer coding accepted is chunked";
+			}
+			else if (host_repeated)
+				why = "the Host header is repeated";
+			else if (cl_repeated || (cl && te))
+				why = "the length of the request body is ambiguous";
+			if (why != NULL)
+				return req->route == R_ADMIN ?
+					respond_problem(conn, req, status, why, 0) :
+					respond_error(conn, req, status, "invalid_request", why,
+								  RF_NO_STORE, NULL);
+		}
+
 		if (req->route == R_NONE)
 			return respond_error(conn, req, 404, "not_found",
 								 "no such endpoint", 0, NULL);
@@ -1195,6 +1343,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (*upload_data_size == 0)
+		deadline_mark(conn, true);
 
 	if (!reads_body(req->route))
 	{
@@ -1364,6 +1514,7 @@ httpd_server_start(void)
 									 MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
 									 MHD_OPTION_STRICT_FOR_CLIENT, 1,
 									 MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
+									 MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
 									 cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
 									 MHD_OPTION_HTTPS_MEM_KEY, key,
 									 MHD_OPTION_END);
@@ -1371,7 +1522,12 @@ httpd_server_start(void)
 		explicit_bzero(key, strlen(key));
 	free(cert);
 	free(key);
-	return daemon_handle != NULL;
+	if (daemon_handle == NULL)
+		return false;
+	reaper_running = pthread_create(&reaper, NULL, reaper_main, NULL) == 0;
+	if (!reaper_running)
+		httpd_log("warning", "msg=\"could not start the request deadline thread\"");
+	return true;
 }
 
 /*
@@ -1396,6 +1552,12 @@ httpd_server_drain(int max_seconds)
 void
 httpd_server_stop(void)
 {
+	if (reaper_running)
+	{
+		__atomic_store_n(&reaper_stop, 1, __ATOMIC_RELAXED);
+		pthread_join(reaper, NULL);
+		reaper_running = false;
+	}
 	if (daemon_handle)
 		MHD_stop_daemon(daemon_handle);
 	daemon_handle = NULL;
