@@ -25,6 +25,9 @@ OBJS = \
 	src/jose_json.o \
 	src/jwk.o \
 	src/keys.o \
+	src/ratelimit.o \
+	src/ratelimit_shmem.o \
+	src/redis_limit.o \
 	src/refusals.o \
 	src/tenants.o \
 	src/token_state.o \
@@ -32,10 +35,11 @@ OBJS = \
 	src/webhooks.o
 
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp--0.3--0.4.sql \
-	agentidp--0.4--0.5.sql agentidp--0.5--0.6.sql agentidp--0.6--0.7.sql agentidp--0.7--0.8.sql
+	agentidp--0.4--0.5.sql agentidp--0.5--0.6.sql agentidp--0.6--0.7.sql agentidp--0.7--0.8.sql \
+	agentidp--0.8--0.9.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http admin_api
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http admin_api limits
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race
@@ -46,7 +50,7 @@ PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/bgworker
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-sign-compare -Wno-clobbered -Werror
-SHLIB_LINK = -lcrypto -lcurl
+SHLIB_LINK = -lcrypto -lcurl -lhiredis
 
 ifeq ($(SANITIZE),1)
 PG_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -97,7 +101,7 @@ install-httpd: agentidp-httpd
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) agentidp-httpd '$(DESTDIR)$(bindir)/'
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h src/authz.h src/http.h src/webhooks.h bgworker/worker.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h src/authz.h src/http.h src/webhooks.h src/ratelimit.h src/ratelimit_backend.h bgworker/worker.h
 
 .PHONY: run test stop deps tap isolationcheck install-httpd
 

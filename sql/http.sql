@@ -21,6 +21,9 @@ SELECT (:'r'::jsonb ->> 'status') AS status, :'r'::jsonb -> 'body' ? 'access_tok
 SELECT :'r'::jsonb #>> '{body,access_token}' AS tok \gset
 SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
 	'client_secret', 'wrong', 'client_addr', '203.0.113.8', 'request_id', 'req-2'));
+-- a proof the JWS layer refuses is an invalid DPoP proof (RFC 9449 section 5)
+SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'client_credentials', 'client_id', :'cid',
+	'client_secret', :'secret', 'dpop', 'not-a-proof', 'htm', 'POST', 'htu', 'https://x/oauth/token')) AS malformed_proof;
 -- a malformed address is left out, not an error
 SELECT agentidp.token_endpoint(jsonb_build_object('grant_type', 'nope', 'client_addr', 'not an address'));
 RESET ROLE;

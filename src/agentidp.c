@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 
 #include "agentidp.h"
+#include "ratelimit.h"
 #include "refusals.h"
 #include "webhooks.h"
 #include "worker.h"
@@ -255,6 +256,7 @@ _PG_init(void)
 	/* the background worker's and the maintenance tasks' settings first */
 	agentidp_worker_init();
 	agentidp_webhooks_init();
+	agentidp_ratelimit_init();
 
 	MarkGUCPrefixReserved("agentidp");
 

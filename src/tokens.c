@@ -31,6 +31,7 @@
 #include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -42,6 +43,7 @@
 #include "jose.h"
 #include "jwk.h"
 #include "keys.h"
+#include "ratelimit.h"
 #include "refusals.h"
 #include "token_state.h"
 #include "tokens.h"
@@ -102,6 +104,8 @@ typedef struct Issuance
 	int			nroles;
 	char	   *cnf_jkt;		/* DPoP key thumbprint the token is bound to, or NULL */
 	char	   *cred;			/* the credential: "s:<secret_id>" or "k:<key_id>", or NULL */
+	char	   *client_rate_limit;	/* the agent's or its tenant's, or NULL */
+	char	   *tenant_rate_limit;	/* the tenant's, or NULL */
 } Issuance;
 
 static SPIPlanPtr issuance_plan = NULL;
@@ -220,7 +224,8 @@ bytea_datum(const unsigned char *data, size_t len)
  * Everything about an agent and its tenant that shapes its tokens, as the
  * extension owner.  Settings come from the tenant's "settings" object
  * (docs/tokens.md); the lifetime is clamped to [60 s,
- * agentidp.max_token_lifetime].
+ * agentidp.max_token_lifetime].  The rate limits are the agent's own or
+ * its tenant's (docs/limits.md).
  */
 static bool
 load_issuance(const pg_uuid_t *agent_id, Issuance *is)
@@ -231,29 +236,38 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 	TupleDesc	desc;
 	bool		isnull;
 	int64		lifetime;
+	char	   *sql = NULL;
 
+	/*
+	 * Until ALTER EXTENSION agentidp UPDATE reaches 0.9, agents have no
+	 * limit of their own: tokens go on being issued, under the tenants'.
+	 */
+	if (issuance_plan == NULL)
+		sql = psprintf("SELECT a.tenant_id, a.client_id, t.issuer, "
+					   "  COALESCE(t.settings ->> 'audience', t.issuer), "
+					   "  COALESCE((t.settings ->> 'access_token_lifetime')::bigint, 600), "
+					   "  COALESCE((t.settings ->> 'refresh_tokens')::boolean, false), "
+					   "  COALESCE((t.settings ->> 'refresh_token_lifetime')::int, 2592000), "
+					   "  COALESCE((t.settings ->> 'refresh_token_idle')::int, 86400), "
+					   "  CASE WHEN pg_catalog.jsonb_typeof(t.settings -> 'audiences') = 'array' "
+					   "    THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t.settings -> 'audiences')) END, "
+					   "  ARRAY(SELECT DISTINCT s FROM ("
+					   "    SELECT pg_catalog.unnest(a.allowed_scopes) AS s "
+					   "    UNION ALL SELECT pg_catalog.unnest(r.scopes) FROM agentidp.agent_roles ar "
+					   "      JOIN agentidp.roles r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id "
+					   "      WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id) u "
+					   "    ORDER BY s), "
+					   "  ARRAY(SELECT r.name FROM agentidp.agent_roles ar "
+					   "    JOIN agentidp.roles r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id "
+					   "    WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id ORDER BY r.name), "
+					   "  COALESCE(%s, t.settings ->> 'token_rate_limit'), "
+					   "  t.settings ->> 'tenant_token_rate_limit' "
+					   "FROM agentidp.agents a JOIN agentidp.tenants t ON t.tenant_id = a.tenant_id "
+					   "WHERE a.agent_id = $1 AND a.status = 'active' AND t.status = 'active'",
+					   get_attnum(agentidp_relation_oid("agents"), "token_rate_limit") != InvalidAttrNumber ?
+					   "a.token_rate_limit" : "NULL::pg_catalog.text");
 	args[0] = UUIDPGetDatum(agent_id);
-	(void) agentidp_run_plan(&issuance_plan,
-							 "SELECT a.tenant_id, a.client_id, t.issuer, "
-							 "  COALESCE(t.settings ->> 'audience', t.issuer), "
-							 "  COALESCE((t.settings ->> 'access_token_lifetime')::bigint, 600), "
-							 "  COALESCE((t.settings ->> 'refresh_tokens')::boolean, false), "
-							 "  COALESCE((t.settings ->> 'refresh_token_lifetime')::int, 2592000), "
-							 "  COALESCE((t.settings ->> 'refresh_token_idle')::int, 86400), "
-							 "  CASE WHEN pg_catalog.jsonb_typeof(t.settings -> 'audiences') = 'array' "
-							 "    THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t.settings -> 'audiences')) END, "
-							 "  ARRAY(SELECT DISTINCT s FROM ("
-							 "    SELECT pg_catalog.unnest(a.allowed_scopes) AS s "
-							 "    UNION ALL SELECT pg_catalog.unnest(r.scopes) FROM agentidp.agent_roles ar "
-							 "      JOIN agentidp.roles r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id "
-							 "      WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id) u "
-							 "    ORDER BY s), "
-							 "  ARRAY(SELECT r.name FROM agentidp.agent_roles ar "
-							 "    JOIN agentidp.roles r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id "
-							 "    WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id ORDER BY r.name) "
-							 "FROM agentidp.agents a JOIN agentidp.tenants t ON t.tenant_id = a.tenant_id "
-							 "WHERE a.agent_id = $1 AND a.status = 'active' AND t.status = 'active'",
-							 1, argtypes, args, NULL, true, 1);
+	(void) agentidp_run_plan(&issuance_plan, sql, 1, argtypes, args, NULL, true, 1);
 	if (SPI_processed != 1)
 		return false;
 	tup = SPI_tuptable->vals[0];
@@ -279,6 +293,8 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 	}
 	text_array(SPI_getbinval(tup, desc, 10, &isnull), &is->scopes, &is->nscopes);
 	text_array(SPI_getbinval(tup, desc, 11, &isnull), &is->roles, &is->nroles);
+	is->client_rate_limit = SPI_getvalue(tup, desc, 12);
+	is->tenant_rate_limit = SPI_getvalue(tup, desc, 13);
 	is->cnf_jkt = NULL;
 	is->cred = NULL;
 	return true;
@@ -572,6 +588,8 @@ oauth_error_of(const ErrorData *e, const char *grant)
 {
 	if (strcmp(e->message, "client authentication failed") == 0)
 		return "invalid_client";
+	if (e->sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
+		return "temporarily_unavailable";
 	if (strncmp(e->message, "invalid DPoP proof", 18) == 0)
 		return "invalid_dpop_proof";
 	if (strncmp(e->message, "invalid_scope", 13) == 0)
@@ -599,6 +617,7 @@ run_grant(FunctionCallInfo fcinfo, Jsonb *(*body) (FunctionCallInfo), const char
 
 	memset(&request, 0, sizeof(request));
 	request.grant = grant;
+	agentidp_forget_issuance_limit();
 	if (client_id_arg >= 0 && !PG_ARGISNULL(client_id_arg))
 		text_to_cstring_buffer(PG_GETARG_TEXT_PP(client_id_arg), request.client_id,
 							   sizeof(request.client_id));
@@ -618,7 +637,8 @@ run_grant(FunctionCallInfo fcinfo, Jsonb *(*body) (FunctionCallInfo), const char
 			category = ERRCODE_TO_CATEGORY(e->sqlerrcode);
 			if (category == ERRCODE_DATA_EXCEPTION ||
 				category == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION ||
-				category == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
+				category == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION ||
+				e->sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
 				agentidp_note_refusal(&request.tenant, &request.agent, grant, request.client_id,
 									  oauth_error_of(e, grant), e->message);
 			FreeErrorData(e);
@@ -658,6 +678,15 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	StringInfoData r;
 	StringInfoData key;
 	StringInfoData detail;
+
+	/*
+	 * Last of the checks, so that only a request that would get its token
+	 * counts.  Its answer is read at the end (Redis answers meanwhile); a
+	 * refusal rolls back what the grant did (the audit row, a refresh
+	 * token marked used).
+	 */
+	agentidp_issuance_limit_begin(&is->tenant_id, is->client_id, is->client_rate_limit,
+								  is->tenant_rate_limit);
 
 	if (dg != NULL && dg->exp_cap < exp)
 		exp = dg->exp_cap;
@@ -725,6 +754,7 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 		append_json_string(&r, "refresh_token", refresh);
 	}
 	appendStringInfoChar(&r, '}');
+	agentidp_issuance_limit_end();
 	return jsonb_from(&r);
 }
 
@@ -1843,6 +1873,67 @@ invalid_dpop(const char *reason)
 			errmsg("invalid DPoP proof: %s", reason));
 }
 
+/*
+ * What the JWS layer refuses in a proof (not three segments, a bad header,
+ * a bad signature) is an invalid proof too: RFC 9449 section 5 answers it
+ * with invalid_dpop_proof, which token_endpoint gives to the messages that
+ * begin "invalid DPoP proof".  The error is raised again at once, so the
+ * aborting transaction cleans up as for the original one.
+ */
+static void pg_attribute_noreturn()
+rethrow_as_invalid_dpop(MemoryContext cxt)
+{
+	ErrorData  *e;
+	int			category;
+
+	MemoryContextSwitchTo(cxt);
+	e = CopyErrorData();
+	category = ERRCODE_TO_CATEGORY(e->sqlerrcode);
+	/* a cancel or an out-of-memory error stays what it is */
+	if (category != ERRCODE_DATA_EXCEPTION &&
+		category != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+	{
+		FreeErrorData(e);
+		PG_RE_THROW();
+	}
+	FlushErrorState();
+	invalid_dpop(e->message);
+}
+
+static void
+parse_dpop(text *proof, AgentidpJws *jws)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		agentidp_jws_parse(proof, jws, true);
+	}
+	PG_CATCH();
+	{
+		rethrow_as_invalid_dpop(cxt);
+	}
+	PG_END_TRY();
+}
+
+static Jsonb *
+verify_dpop_signature(AgentidpJws *jws, Jsonb *jwk)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile claims = NULL;
+
+	PG_TRY();
+	{
+		claims = agentidp_verify_with_public_jwk(jws, jwk);
+	}
+	PG_CATCH();
+	{
+		rethrow_as_invalid_dpop(cxt);
+	}
+	PG_END_TRY();
+	return claims;
+}
+
 /* the length of a URI without its query and fragment (RFC 9449 4.3) */
 static size_t
 htu_length(const char *u, size_t len)
@@ -1882,7 +1973,7 @@ check_dpop(text *proof, text *htm, text *htu, text *access_token,
 		invalid_dpop("no proof");
 	if (htm == NULL || htu == NULL)
 		invalid_dpop("a proof needs the request's method (htm) and URI (htu)");
-	agentidp_jws_parse(proof, &jws, true);
+	parse_dpop(proof, &jws);
 	if (jws.typ == NULL || pg_strcasecmp(jws.typ, "dpop+jwt") != 0)
 		invalid_dpop("typ is not dpop+jwt");
 	if (strcmp(jws.alg, "HS256") == 0)
@@ -1894,7 +1985,7 @@ check_dpop(text *proof, text *htm, text *htu, text *access_token,
 	if (private_member(jwk) != NULL)
 		invalid_dpop("the header's jwk is not a public key");
 
-	claims = agentidp_verify_with_public_jwk(&jws, jwk);
+	claims = verify_dpop_signature(&jws, jwk);
 
 	jti = string_claim(claims, "jti");
 	c_htm = string_claim(claims, "htm");
@@ -2117,7 +2208,7 @@ assertion_check(text *assertion, pg_uuid_t *agent_id, pg_uuid_t *key_id)
 	}
 	jwk = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 
-	claims = agentidp_verify_with_public_jwk(&jws, jwk);
+	claims = verify_dpop_signature(&jws, jwk);
 
 	iss = string_claim(claims, "iss");
 	sub = string_claim(claims, "sub");
@@ -2526,7 +2617,9 @@ exchange_token_body(FunctionCallInfo fcinfo)
 
 	act = act_claim(&actor_agent, actor_is.client_id, claim(subject, "act"));
 
+	/* the actor asks: its rate limit counts the token */
 	is.client_id = actor_is.client_id;
+	is.client_rate_limit = actor_is.client_rate_limit;
 	/* the actor's credential: revoking it ends the delegated token too */
 	is.cred = string_claim(actor, "cred");
 	/* roles too: those both the subject and the actor hold */

@@ -5,9 +5,8 @@
 -- allowed scopes {read,write} and a fresh client secret (the agent's
 -- earlier secrets are revoked, so the grant checks one hash).  The tenant,
 -- its key and the agent are created by the first run and reused by later
--- ones.  agentidp has no rate limit or issuance quota yet, so the client
--- gets unlimited tokens with nothing to lift; once it has them, this is
--- where the bench client must be exempted.
+-- ones.  The client and the tenant have no token rate limit ("unlimited",
+-- docs/limits.md), so that the benchmark measures issuance, not refusals.
 --
 -- Baselines: a fresh schema bench_baselines with
 --   clients       (app, client_id, secret_hash, scope): one row per
@@ -60,6 +59,10 @@ SELECT agentidp._require(EXISTS (SELECT FROM agentidp.signing_key_states
 SELECT COALESCE((SELECT agent_id FROM agentidp.agents
 				 WHERE tenant_id = :'t' AND name = 'bench' AND status = 'active'),
 				agentidp.register_agent(:'t', 'bench', '{read,write}')) AS a \gset
+
+SELECT agentidp.set_token_rate_limit(:'a', 'unlimited') \g /dev/null
+UPDATE agentidp.tenants SET settings = settings || '{"tenant_token_rate_limit": "unlimited"}'
+WHERE tenant_id = :'t' AND settings ->> 'tenant_token_rate_limit' IS DISTINCT FROM 'unlimited';
 
 SELECT agentidp.revoke_client_secret(client_id) FROM agentidp.agents WHERE agent_id = :'a' \g /dev/null
 SELECT client_id, client_secret FROM agentidp.create_client_secret(:'a');

@@ -1,8 +1,9 @@
 -- bench/tokens.sh, set-up: a fresh schema bench_tokens with the scratch
 -- table of the one-row INSERT floor, and the client that the grant runs
 -- for: tenant bench-tokens with an ES256 signing key and the longest token
--- lifetime, agent bench with allowed scopes {read,write}, and a fresh
--- client secret.  The tenant, its key and the agent are created by the
+-- lifetime, agent bench with allowed scopes {read,write} and no token rate
+-- limit (the client and the tenant "unlimited", docs/limits.md: the runs
+-- measure issuance, not refusals), and a fresh client secret.  The tenant, its key and the agent are created by the
 -- first run and reused by later ones; the agent's earlier secrets are
 -- revoked before the new one is made.
 -- Prints one line: client_id and client_secret, separated by a space.
@@ -41,6 +42,10 @@ SELECT agentidp._require(EXISTS (SELECT FROM agentidp.signing_key_states
 SELECT COALESCE((SELECT agent_id FROM agentidp.agents
 				 WHERE tenant_id = :'t' AND name = 'bench' AND status = 'active'),
 				agentidp.register_agent(:'t', 'bench', '{read,write}')) AS a \gset
+
+SELECT agentidp.set_token_rate_limit(:'a', 'unlimited') \g /dev/null
+UPDATE agentidp.tenants SET settings = settings || '{"tenant_token_rate_limit": "unlimited"}'
+WHERE tenant_id = :'t' AND settings ->> 'tenant_token_rate_limit' IS DISTINCT FROM 'unlimited';
 
 -- one current secret, so the grant checks the same number of hashes on
 -- every run

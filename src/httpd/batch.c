@@ -45,6 +45,7 @@ typedef struct BatchItem
 	PoolResult	result;
 	int			status;
 	char	   *body;
+	char	   *headers;		/* header lines of the answer, or NULL */
 	bool		done;			/* after this is set, the owner may return */
 	struct BatchItem *next;
 } BatchItem;
@@ -61,8 +62,8 @@ static uint64_t requests_batched;	/* requests that went in them */
 static void
 run_one(BatchItem *item)
 {
-	item->result = httpd_pool_call(STMT_TOKEN, item->request, &item->status,
-								   &item->body);
+	item->result = httpd_pool_call_params(STMT_TOKEN, 1, &item->request, &item->status,
+										  &item->body, &item->headers);
 }
 
 /*
@@ -75,6 +76,7 @@ run_batch(BatchItem *first, int n)
 	StrBuf		json = {0};
 	int		   *statuses = NULL;
 	char	  **bodies = NULL;
+	char	  **headers = NULL;
 	PoolResult	pr = POOL_ERROR;
 	BatchItem  *item;
 	int			i;
@@ -89,8 +91,10 @@ run_batch(BatchItem *first, int n)
 	httpd_buf_appends(&json, "]");
 	statuses = calloc(n, sizeof(int));
 	bodies = calloc(n, sizeof(char *));
-	if (!json.failed && statuses && bodies)
-		pr = httpd_pool_call_rows(STMT_TOKEN_BATCH, json.data, n, statuses, bodies);
+	headers = calloc(n, sizeof(char *));
+	if (!json.failed && statuses && bodies && headers)
+		pr = httpd_pool_call_rows(STMT_TOKEN_BATCH, json.data, n, statuses, bodies,
+								  headers);
 	if (json.data)
 		explicit_bzero(json.data, json.len);
 	httpd_buf_free(&json);
@@ -102,6 +106,7 @@ run_batch(BatchItem *first, int n)
 			item->result = POOL_OK;
 			item->status = statuses[i];
 			item->body = bodies[i];
+			item->headers = headers[i];
 		}
 		else if (pr == POOL_ERROR)
 			run_one(item);		/* the batch failed: nothing of it committed */
@@ -110,6 +115,7 @@ run_batch(BatchItem *first, int n)
 	}
 	free(statuses);
 	free(bodies);
+	free(headers);
 
 	if (pr == POOL_OK)
 	{
@@ -121,14 +127,15 @@ run_batch(BatchItem *first, int n)
 }
 
 PoolResult
-httpd_token_call(const char *request, int *status, char **body)
+httpd_token_call(const char *request, int *status, char **body, char **headers)
 {
 	BatchItem	self = {.request = request};
 
 	*status = 0;
 	*body = NULL;
+	*headers = NULL;
 	if (httpd_config.token_batch_max <= 1)
-		return httpd_pool_call(STMT_TOKEN, request, status, body);
+		return httpd_pool_call_params(STMT_TOKEN, 1, &request, status, body, headers);
 
 	pthread_mutex_lock(&batch_lock);
 	if (queue_tail)
@@ -182,6 +189,7 @@ httpd_token_call(const char *request, int *status, char **body)
 
 	*status = self.status;
 	*body = self.body;
+	*headers = self.headers;
 	return self.result;
 }
 

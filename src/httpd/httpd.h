@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTPD_VERSION "0.8"
+#define HTTPD_VERSION "0.9"
 
 /* configuration (main.c) */
 typedef struct HttpdConfig
@@ -122,14 +122,19 @@ extern PoolResult httpd_pool_call_params(PoolStatement stmt, int nparams,
 										 const char *const *values, int *status,
 										 char **body, char **extra);
 extern PoolResult httpd_pool_call_rows(PoolStatement stmt, const char *param,
-										int nrows, int *statuses, char **bodies);
+										int nrows, int *statuses, char **bodies,
+										char **extras);
 extern bool httpd_pool_ping(void);
 extern void httpd_pool_shutdown(void);
 extern void httpd_pool_stats(int *size, int *in_use, int *waiting,
 							 int *connected);
 
-/* batch.c: the token endpoint's group commit */
-extern PoolResult httpd_token_call(const char *request, int *status, char **body);
+/*
+ * batch.c: the token endpoint's group commit; *headers gets the answer's
+ * header lines (the rate limit's), or NULL
+ */
+extern PoolResult httpd_token_call(const char *request, int *status, char **body,
+								   char **headers);
 extern void httpd_batch_stats(uint64_t *batches, uint64_t *requests);
 
 /* metrics.c */

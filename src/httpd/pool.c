@@ -36,12 +36,18 @@ typedef struct PoolConn
  * Each statement returns the HTTP status and the body as text, so that the
  * daemon never parses JSON: the endpoint functions' {"status", "body"} is
  * taken apart by the database, and the documents get status 200.  The
- * admin API's answer has headers too, which come as a third column of
- * "Name: value" lines.
+ * answers of the token endpoint (its rate limit) and of the admin API have
+ * headers too, which come as a third column of "Name: value" lines.
  */
+#define HEADER_LINES(headers) \
+	"(SELECT pg_catalog.string_agg(h.key OPERATOR(pg_catalog.||) ': ' " \
+	"OPERATOR(pg_catalog.||) h.value, E'\\n' ORDER BY h.key) " \
+	"FROM pg_catalog.jsonb_each_text(" headers ") AS h)"
+
 static const char *const stmt_sql[STMT_COUNT] = {
 	[STMT_TOKEN] = "SELECT (r OPERATOR(pg_catalog.->>) 'status')::pg_catalog.int4, "
-	"(r OPERATOR(pg_catalog.->) 'body')::pg_catalog.text "
+	"(r OPERATOR(pg_catalog.->) 'body')::pg_catalog.text, "
+	HEADER_LINES("r OPERATOR(pg_catalog.->) 'headers'") " "
 	"FROM agentidp.token_endpoint($1::pg_catalog.jsonb) AS r",
 	[STMT_REVOKE] = "SELECT (r OPERATOR(pg_catalog.->>) 'status')::pg_catalog.int4, "
 	"(r OPERATOR(pg_catalog.->) 'body')::pg_catalog.text "
@@ -53,13 +59,12 @@ static const char *const stmt_sql[STMT_COUNT] = {
 	"FROM agentidp.http_metadata($1::pg_catalog.text) AS r",
 	[STMT_JWKS] = "SELECT 200, r::pg_catalog.text "
 	"FROM agentidp.http_jwks($1::pg_catalog.text) AS r",
-	[STMT_TOKEN_BATCH] = "SELECT status, body "
-	"FROM agentidp.token_endpoint_batch($1::pg_catalog.jsonb)",
+	[STMT_TOKEN_BATCH] = "SELECT b.status, b.body, " HEADER_LINES("b.headers") " "
+	"FROM agentidp.token_endpoint_batch($1::pg_catalog.jsonb) WITH ORDINALITY AS b "
+	"ORDER BY b.ordinality",
 	[STMT_ADMIN] = "SELECT (r OPERATOR(pg_catalog.->>) 'status')::pg_catalog.int4, "
 	"(r OPERATOR(pg_catalog.->) 'body')::pg_catalog.text, "
-	"(SELECT pg_catalog.string_agg(h.key OPERATOR(pg_catalog.||) ': ' "
-	"OPERATOR(pg_catalog.||) h.value, E'\\n' ORDER BY h.key) "
-	"FROM pg_catalog.jsonb_each_text(r OPERATOR(pg_catalog.->) 'headers') AS h) "
+	HEADER_LINES("r OPERATOR(pg_catalog.->) 'headers'") " "
 	"FROM agentidp.admin_api($1::pg_catalog.text, $2::pg_catalog.text, $3::pg_catalog.jsonb, "
 	"$4::pg_catalog.text, $5::pg_catalog.text, $6::pg_catalog.inet, $7::pg_catalog.text) AS r",
 };
@@ -76,8 +81,8 @@ static const int stmt_nparams[STMT_COUNT] = {
 };
 
 static const int stmt_ncolumns[STMT_COUNT] = {
-	[STMT_TOKEN] = 2, [STMT_REVOKE] = 2, [STMT_INTROSPECT] = 2,
-	[STMT_METADATA] = 2, [STMT_JWKS] = 2, [STMT_TOKEN_BATCH] = 2, [STMT_ADMIN] = 3,
+	[STMT_TOKEN] = 3, [STMT_REVOKE] = 2, [STMT_INTROSPECT] = 2,
+	[STMT_METADATA] = 2, [STMT_JWKS] = 2, [STMT_TOKEN_BATCH] = 3, [STMT_ADMIN] = 3,
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -388,6 +393,32 @@ copy_value(PGresult *res, int row, int col)
 	return strdup(PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
 
+/*
+ * The third column of a row, the header lines, into *extra: NULL when the
+ * statement has none or it is NULL.  False when out of memory.
+ */
+static bool
+copy_extra(PoolStatement stmt, PGresult *res, int row, char **extra)
+{
+	*extra = NULL;
+	if (stmt_ncolumns[stmt] < 3 || PQgetisnull(res, row, 2))
+		return true;
+	*extra = strdup(PQgetvalue(res, row, 2));
+	return *extra != NULL;
+}
+
+/* free a body that may hold a token or a secret */
+static void
+free_secret(char **s)
+{
+	if (*s)
+	{
+		explicit_bzero(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
 PoolResult
 httpd_pool_call_params(PoolStatement stmt, int nparams, const char *const *values,
 					   int *status, char **body, char **extra)
@@ -412,16 +443,10 @@ httpd_pool_call_params(PoolStatement stmt, int nparams, const char *const *value
 		*status = PQgetisnull(res, 0, 0) ? 500 : atoi(PQgetvalue(res, 0, 0));
 		*body = copy_value(res, 0, 1);
 		result = *body ? POOL_OK : POOL_ERROR;
-		if (result == POOL_OK && extra && stmt_ncolumns[stmt] > 2 && !PQgetisnull(res, 0, 2))
+		if (result == POOL_OK && extra && !copy_extra(stmt, res, 0, extra))
 		{
-			*extra = strdup(PQgetvalue(res, 0, 2));
-			if (*extra == NULL)
-			{
-				explicit_bzero(*body, strlen(*body));
-				free(*body);
-				*body = NULL;
-				result = POOL_ERROR;
-			}
+			free_secret(body);
+			result = POOL_ERROR;
 		}
 	}
 	PQclear(res);
@@ -430,15 +455,15 @@ httpd_pool_call_params(PoolStatement stmt, int nparams, const char *const *value
 }
 
 /*
- * A statement of one parameter that answers nrows rows of (status, body),
- * in order: the token endpoint's batches (batch.c).  POOL_ERROR here means
- * only that the statement failed, so that its transaction rolled back;
- * a result of the wrong shape, or no memory to copy it, is POOL_NULL,
- * since the statement may have committed.
+ * A statement of one parameter that answers nrows rows of (status, body,
+ * header lines), in order: the token endpoint's batches (batch.c).
+ * POOL_ERROR here means only that the statement failed, so that its
+ * transaction rolled back; a result of the wrong shape, or no memory to
+ * copy it, is POOL_NULL, since the statement may have committed.
  */
 PoolResult
 httpd_pool_call_rows(PoolStatement stmt, const char *param, int nrows,
-					 int *statuses, char **bodies)
+					 int *statuses, char **bodies, char **extras)
 {
 	const char *values[1] = {param};
 	PoolConn   *slot;
@@ -454,19 +479,16 @@ httpd_pool_call_rows(PoolStatement stmt, const char *param, int nrows,
 	{
 		statuses[i] = PQgetisnull(res, i, 0) ? 500 : atoi(PQgetvalue(res, i, 0));
 		bodies[i] = copy_value(res, i, 1);
-		if (bodies[i] == NULL)
+		if (bodies[i] == NULL || !copy_extra(stmt, res, i, &extras[i]))
 			result = POOL_NULL;
 	}
 	if (result != POOL_OK)
 	{
 		for (int i = 0; i < nrows; i++)
 		{
-			if (bodies[i])
-			{
-				explicit_bzero(bodies[i], strlen(bodies[i]));
-				free(bodies[i]);
-				bodies[i] = NULL;
-			}
+			free_secret(&bodies[i]);
+			free(extras[i]);
+			extras[i] = NULL;
 		}
 	}
 	PQclear(res);

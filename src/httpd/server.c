@@ -814,6 +814,51 @@ content_type_is(struct MHD_Connection *conn, const char *type)
 	return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t';
 }
 
+/* a header name or value as the database gives it: no control characters */
+static bool
+header_token_ok(const char *s, size_t len)
+{
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/*
+ * Add the headers the database answered with, "Name: value" lines (an
+ * admin API answer's, the token endpoint's rate limit); what names the
+ * answer in the log if one is not sent.
+ */
+static void
+add_header_lines(struct MHD_Response *resp, const char *headers, const char *what)
+{
+	for (const char *line = headers; line != NULL && *line;)
+	{
+		const char *end = strchr(line, '\n');
+		size_t		len = end ? (size_t) (end - line) : strlen(line);
+		const char *colon = memchr(line, ':', len);
+
+		if (colon != NULL && colon[1] == ' ' &&
+			header_token_ok(line, colon - line) &&
+			header_token_ok(colon + 2, len - (colon + 2 - line)))
+		{
+			char	   *name = strndup(line, colon - line);
+			char	   *value = strndup(colon + 2, len - (colon + 2 - line));
+
+			if (name == NULL || value == NULL ||
+				MHD_add_response_header(resp, name, value) != MHD_YES)
+				httpd_log("warning", "msg=\"%s response header was not sent\"", what);
+			free(name);
+			free(value);
+		}
+		else
+			httpd_log("warning", "msg=\"%s response header was malformed\"", what);
+		line = end ? end + 1 : NULL;
+	}
+}
+
 static enum MHD_Result
 handle_oauth(struct MHD_Connection *conn, Request *req)
 {
@@ -827,6 +872,7 @@ handle_oauth(struct MHD_Connection *conn, Request *req)
 	StrBuf		json = {0};
 	int			status = 0;
 	char	   *body = NULL;
+	char	   *headers = NULL;
 	PoolResult	pr;
 	enum MHD_Result ret;
 	PoolStatement stmt = req->route == R_TOKEN ? STMT_TOKEN :
@@ -951,7 +997,7 @@ handle_oauth(struct MHD_Connection *conn, Request *req)
 	}
 
 	if (stmt == STMT_TOKEN)
-		pr = httpd_token_call(json.data, &status, &body);
+		pr = httpd_token_call(json.data, &status, &body, &headers);
 	else
 		pr = httpd_pool_call(stmt, json.data, &status, &body);
 	if (pr == POOL_UNAVAILABLE)
@@ -964,10 +1010,16 @@ handle_oauth(struct MHD_Connection *conn, Request *req)
 							RF_NO_STORE, NULL);
 	else
 	{
+		struct MHD_Response *resp;
+
 		if (status < 200 || status > 599)
 			status = 500;
-		ret = respond(conn, req, status, "application/json", body, strlen(body),
-					  RF_NO_STORE | (status == 401 ? RF_WWW_AUTH : 0), NULL);
+		resp = make_response(req, "application/json", body, strlen(body),
+							 RF_NO_STORE | (status == 401 ? RF_WWW_AUTH : 0), NULL);
+		/* the rate limit's RateLimit-* and Retry-After, as the database decided */
+		if (resp != NULL)
+			add_header_lines(resp, headers, "a token endpoint");
+		ret = queue_response(conn, req, status, resp);
 	}
 
 done:
@@ -976,6 +1028,7 @@ done:
 		explicit_bzero(body, strlen(body));
 		free(body);
 	}
+	free(headers);
 	if (json.data)
 		explicit_bzero(json.data, json.len);
 	httpd_buf_free(&json);
@@ -1093,18 +1146,6 @@ collect_query(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_si
 	return MHD_YES;
 }
 
-/* a header name or value as admin_api gives it: no control characters */
-static bool
-header_token_ok(const char *s, size_t len)
-{
-	if (len == 0)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
-			return false;
-	return true;
-}
-
 /*
  * Send admin_api's answer.  headers holds its "Name: value" lines, the
  * Content-Type among them; the daemon adds no-store, as no admin answer
@@ -1121,29 +1162,7 @@ respond_admin(struct MHD_Connection *conn, Request *req, int status,
 	resp = make_response(req, NULL, body, strlen(body), RF_NO_STORE, NULL);
 	if (resp == NULL)
 		return MHD_NO;
-	for (const char *line = headers; line != NULL && *line;)
-	{
-		const char *end = strchr(line, '\n');
-		size_t		len = end ? (size_t) (end - line) : strlen(line);
-		const char *colon = memchr(line, ':', len);
-
-		if (colon != NULL && colon[1] == ' ' &&
-			header_token_ok(line, colon - line) &&
-			header_token_ok(colon + 2, len - (colon + 2 - line)))
-		{
-			char	   *name = strndup(line, colon - line);
-			char	   *value = strndup(colon + 2, len - (colon + 2 - line));
-
-			if (name == NULL || value == NULL ||
-				MHD_add_response_header(resp, name, value) != MHD_YES)
-				httpd_log("warning", "msg=\"an admin API response header was not sent\"");
-			free(name);
-			free(value);
-		}
-		else
-			httpd_log("warning", "msg=\"an admin API response header was malformed\"");
-		line = end ? end + 1 : NULL;
-	}
+	add_header_lines(resp, headers, "an admin API");
 	return queue_response(conn, req, status, resp);
 }
 

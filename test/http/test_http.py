@@ -281,6 +281,71 @@ class GroupCommit(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "no request was batched in %d rounds" % rounds)
 
 
+def psql(sql):
+    """SQL as the test cluster's superuser (scripts/env.sh exports PG*)."""
+    out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class RateLimits(unittest.TestCase):
+    """A client over its token rate limit gets 429 temporarily_unavailable
+    with Retry-After; every answer under a limit has the RateLimit headers.
+    The database decides and writes them, in batches too (docs/limits.md)."""
+
+    def limited_client(self, limit):
+        """A new agent of the demo tenant with its own limit: (client_id, secret)."""
+        name = "limited-%d" % time.monotonic_ns()
+        row = psql("""
+            SELECT c.client_id || ' ' || c.client_secret
+            FROM agentidp.register_agent((SELECT tenant_id FROM agentidp.tenants WHERE name = '%s'),
+                                         '%s', '{read}') AS a,
+                 LATERAL agentidp.set_token_rate_limit(a, '%s') AS l,
+                 LATERAL agentidp.create_client_secret(a) AS c""" % (TENANT, name, limit))
+        self.addCleanup(psql, "SELECT agentidp.delete_agent(agent_id) FROM agentidp.agents "
+                              "WHERE name = '%s'" % name)
+        return row.split()
+
+    def test_headers_and_429(self):
+        cid, secret = self.limited_client("3/h")
+        auth = basic(cid, secret)
+        for remaining in ("2", "1", "0"):
+            status, h, body = form_post(TOKEN_PATH, {"grant_type": "client_credentials"}, auth)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(h["RateLimit-Limit"], "3")
+            self.assertEqual(h["RateLimit-Remaining"], remaining)
+            self.assertEqual(h["RateLimit-Policy"], "3;w=3600")
+            self.assertTrue(1 <= int(h["RateLimit-Reset"]) <= 3600)
+            self.assertIsNone(h["Retry-After"])
+        status, h, body = form_post(TOKEN_PATH, {"grant_type": "client_credentials"}, auth)
+        self.assertEqual(status, 429, body)
+        doc = json.loads(body)
+        self.assertEqual(doc["error"], "temporarily_unavailable")
+        self.assertIn("token rate limit", doc["error_description"])
+        # the next of the 3 an hour frees up 1200 s after the first
+        self.assertTrue(1100 <= int(h["Retry-After"]) <= 1200, h["Retry-After"])
+        self.assertEqual(h["RateLimit-Remaining"], "0")
+        self.assert_no_store(h)
+
+    def assert_no_store(self, headers):
+        self.assertEqual(headers["Cache-Control"], "no-store")
+
+    def test_concurrent_requests_share_the_limit(self):
+        cid, secret = self.limited_client("5/h")
+        auth = basic(cid, secret)
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(
+                lambda i: form_post(TOKEN_PATH, {"grant_type": "client_credentials"}, auth),
+                range(12)))
+        statuses = sorted(status for status, _, _ in results)
+        self.assertEqual(statuses, [200] * 5 + [429] * 7)
+        for status, h, _ in results:
+            self.assertEqual(h["RateLimit-Limit"], "5")
+            if status == 429:
+                self.assertGreaterEqual(int(h["Retry-After"]), 1)
+
+
 class Operations(unittest.TestCase):
     def test_healthz_readyz(self):
         for path in ("/healthz", "/readyz"):
