@@ -47,11 +47,11 @@ typedef struct BatchItem
 	char	   *body;
 	char	   *headers;		/* header lines of the answer, or NULL */
 	bool		done;			/* after this is set, the owner may return */
+	pthread_cond_t wake;		/* its thread waits here: done, or to lead */
 	struct BatchItem *next;
 } BatchItem;
 
 static pthread_mutex_t batch_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t batch_cond = PTHREAD_COND_INITIALIZER;
 static BatchItem *queue_head;
 static BatchItem *queue_tail;
 static int	running;			/* batches in flight */
@@ -131,12 +131,20 @@ httpd_token_call(const char *request, int *status, char **body, char **headers)
 {
 	BatchItem	self = {.request = request};
 
+	/*
+	 * Each waiting thread has a condition variable of its own, so that a
+	 * batch wakes its own requests' threads and, when a place is free,
+	 * the thread of the oldest waiting request to lead the next one:
+	 * waking every waiting thread at each batch's end costs a 2-core
+	 * machine a good share of its time under load.
+	 */
 	*status = 0;
 	*body = NULL;
 	*headers = NULL;
 	if (httpd_config.token_batch_max <= 1)
 		return httpd_pool_call_params(STMT_TOKEN, 1, &request, status, body, headers);
 
+	pthread_cond_init(&self.wake, NULL);
 	pthread_mutex_lock(&batch_lock);
 	if (queue_tail)
 		queue_tail->next = &self;
@@ -152,7 +160,7 @@ httpd_token_call(const char *request, int *status, char **body, char **headers)
 
 		if (queue_head == NULL || running >= httpd_config.token_batch_concurrency)
 		{
-			pthread_cond_wait(&batch_cond, &batch_lock);
+			pthread_cond_wait(&self.wake, &batch_lock);
 			continue;
 		}
 
@@ -166,6 +174,9 @@ httpd_token_call(const char *request, int *status, char **body, char **headers)
 		if (queue_head == NULL)
 			queue_tail = NULL;
 		running++;
+		/* another place free and requests left: the next leader */
+		if (queue_head && running < httpd_config.token_batch_concurrency)
+			pthread_cond_signal(&queue_head->wake);
 		pthread_mutex_unlock(&batch_lock);
 
 		if (n == 1)
@@ -175,17 +186,23 @@ httpd_token_call(const char *request, int *status, char **body, char **headers)
 
 		pthread_mutex_lock(&batch_lock);
 		running--;
-		/* read each next link before done: a done item's owner may leave */
+		/*
+		 * Read each next link before done: a done item's owner may leave
+		 * once the lock is released (not before: it waits under it).
+		 */
 		for (item = first; n > 0; n--)
 		{
 			BatchItem  *next = item->next;
 
 			item->done = true;
+			pthread_cond_signal(&item->wake);
 			item = next;
 		}
-		pthread_cond_broadcast(&batch_cond);
+		if (queue_head && running < httpd_config.token_batch_concurrency)
+			pthread_cond_signal(&queue_head->wake);
 	}
 	pthread_mutex_unlock(&batch_lock);
+	pthread_cond_destroy(&self.wake);
 
 	*status = self.status;
 	*body = self.body;
