@@ -106,9 +106,11 @@ typedef struct Issuance
 	char	   *cred;			/* the credential: "s:<secret_id>" or "k:<key_id>", or NULL */
 	char	   *client_rate_limit;	/* the agent's or its tenant's, or NULL */
 	char	   *tenant_rate_limit;	/* the tenant's, or NULL */
+	int64		monthly_quota;	/* the tenant's tokens a month, or -1: unlimited */
 } Issuance;
 
 static SPIPlanPtr issuance_plan = NULL;
+static SPIPlanPtr quota_count_plan = NULL;
 static SPIPlanPtr insert_refresh_plan = NULL;
 static SPIPlanPtr find_refresh_plan = NULL;
 static SPIPlanPtr use_refresh_plan = NULL;
@@ -241,6 +243,8 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 	/*
 	 * Until ALTER EXTENSION agentidp UPDATE reaches 0.9, agents have no
 	 * limit of their own: tokens go on being issued, under the tenants'.
+	 * Likewise until 0.10 (whose agents have daily_action_cap) there is no
+	 * table to count a monthly quota in: none applies.
 	 */
 	if (issuance_plan == NULL)
 		sql = psprintf("SELECT a.tenant_id, a.client_id, t.issuer, "
@@ -261,11 +265,16 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 					   "    JOIN agentidp.roles r ON r.tenant_id = ar.tenant_id AND r.role_id = ar.role_id "
 					   "    WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id ORDER BY r.name), "
 					   "  COALESCE(%s, t.settings ->> 'token_rate_limit'), "
-					   "  t.settings ->> 'tenant_token_rate_limit' "
+					   "  t.settings ->> 'tenant_token_rate_limit', "
+					   "  %s "
 					   "FROM agentidp.agents a JOIN agentidp.tenants t ON t.tenant_id = a.tenant_id "
 					   "WHERE a.agent_id = $1 AND a.status = 'active' AND t.status = 'active'",
 					   get_attnum(agentidp_relation_oid("agents"), "token_rate_limit") != InvalidAttrNumber ?
-					   "a.token_rate_limit" : "NULL::pg_catalog.text");
+					   "a.token_rate_limit" : "NULL::pg_catalog.text",
+					   get_attnum(agentidp_relation_oid("agents"), "daily_action_cap") != InvalidAttrNumber ?
+					   "CASE WHEN pg_catalog.jsonb_typeof(t.settings -> 'monthly_token_quota') = 'number' "
+					   "  THEN (t.settings ->> 'monthly_token_quota')::bigint END" :
+					   "NULL::pg_catalog.int8");
 	args[0] = UUIDPGetDatum(agent_id);
 	(void) agentidp_run_plan(&issuance_plan, sql, 1, argtypes, args, NULL, true, 1);
 	if (SPI_processed != 1)
@@ -295,6 +304,11 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 	text_array(SPI_getbinval(tup, desc, 11, &isnull), &is->roles, &is->nroles);
 	is->client_rate_limit = SPI_getvalue(tup, desc, 12);
 	is->tenant_rate_limit = SPI_getvalue(tup, desc, 13);
+	{
+		Datum		d = SPI_getbinval(tup, desc, 14, &isnull);
+
+		is->monthly_quota = isnull ? -1 : DatumGetInt64(d);
+	}
 	is->cnf_jkt = NULL;
 	is->cred = NULL;
 	return true;
@@ -665,6 +679,42 @@ typedef struct Delegation
 	const char *subject_issuer;
 } Delegation;
 
+/*
+ * Count the token about to be issued against its tenant's monthly quota,
+ * in the grant's transaction: one UPSERT of the month's row, which adds
+ * one only while the count is under the quota.  No row back means the
+ * quota is used up.  The row lock it takes serialises the issuance of a
+ * tenant with a quota until the transaction ends; tenants without one
+ * (the default) skip all of it.
+ */
+static void
+count_monthly_quota(const Issuance *is)
+{
+	Oid			argtypes[2] = {UUIDOID, INT8OID};
+	Datum		args[2];
+
+	if (is->monthly_quota < 0)
+		return;
+	args[0] = UUIDPGetDatum(&is->tenant_id);
+	args[1] = Int64GetDatum(is->monthly_quota);
+	if (is->monthly_quota > 0)
+		(void) agentidp_run_plan(&quota_count_plan,
+								 "INSERT INTO agentidp.token_usage AS u (tenant_id, month, issued) "
+								 "VALUES ($1, agentidp._quota_month(pg_catalog.now()), 1) "
+								 "ON CONFLICT ON CONSTRAINT token_usage_pkey DO UPDATE "
+								 "SET issued = u.issued OPERATOR(pg_catalog.+) 1 "
+								 "WHERE u.issued OPERATOR(pg_catalog.<) $2 "
+								 "RETURNING u.issued",
+								 2, argtypes, args, NULL, false, 0);
+	if (is->monthly_quota == 0 || SPI_processed != 1)
+		ereport(ERROR,
+				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				errmsg("monthly token quota of the tenant exceeded"),
+				errdetail("The quota is " INT64_FORMAT " tokens a calendar month (UTC), all of them issued.",
+						  is->monthly_quota),
+				errhint("The quota starts again on the first day of the next month; an administrator of the tenant can raise it with agentidp.set_monthly_token_quota()."));
+}
+
 static Jsonb *
 issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	  const char *scope, const char *aud, const pg_uuid_t *family,
@@ -687,6 +737,13 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	 */
 	agentidp_issuance_limit_begin(&is->tenant_id, is->client_id, is->client_rate_limit,
 								  is->tenant_rate_limit);
+
+	/*
+	 * After the rate limits, which refuse before any work: a refused
+	 * request does not count against the quota.  Its count rolls back
+	 * with the grant when a later step (Redis's answer) refuses.
+	 */
+	count_monthly_quota(is);
 
 	if (dg != NULL && dg->exp_cap < exp)
 		exp = dg->exp_cap;
