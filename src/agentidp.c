@@ -39,6 +39,7 @@ char	   *agentidp_kek_file = NULL;
 int			agentidp_key_prepublish = 3600;
 int			agentidp_max_token_lifetime = 900;
 char	   *agentidp_trace_id = NULL;
+char	   *agentidp_approval_id = NULL;
 int			agentidp_clock_skew = 60;
 int			agentidp_verified_token_cache = 4096;
 char	   *agentidp_identity = NULL;
@@ -100,6 +101,34 @@ check_issuer_base(char **newval, void **extra, GucSource source)
 #define TRACE_ID_MAX_LEN 128
 
 /* version-format-id-flags: 2, 32, 16 and 2 lowercase hex digits */
+/*
+ * The approval a token request names for a risky scope (step-up).  Only
+ * its shape is checked here: _step_up() decides whether it is one, so that
+ * a wrong id is an OAuth invalid_scope rather than a settings error.
+ */
+static bool
+check_approval_id(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v == NULL)
+		return true;
+	if (strlen(v) > 64)
+	{
+		GUC_check_errdetail("agentidp.approval_id must be at most 64 characters.");
+		return false;
+	}
+	for (const char *p = v; *p; p++)
+	{
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+		{
+			GUC_check_errdetail("agentidp.approval_id must not contain control characters.");
+			return false;
+		}
+	}
+	return true;
+}
+
 static bool
 is_traceparent(const char *v, size_t len)
 {
@@ -252,6 +281,15 @@ _PG_init(void)
 							   PGC_USERSET,
 							   0,
 							   check_trace_id, NULL, NULL);
+
+	DefineCustomStringVariable("agentidp.approval_id",
+							   "Approval a token request carries for a risky scope (step-up).",
+							   "Set per grant by token_endpoint from the request's approval_id.",
+							   &agentidp_approval_id,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   check_approval_id, NULL, NULL);
 
 	/* the background worker's and the maintenance tasks' settings first */
 	agentidp_worker_init();

@@ -20,6 +20,7 @@ extern char *agentidp_kek_file;
 extern int	agentidp_key_prepublish;
 extern int	agentidp_max_token_lifetime;
 extern char *agentidp_trace_id;
+extern char *agentidp_approval_id;
 extern int	agentidp_clock_skew;
 extern bool agentidp_allow_private_addresses;
 extern int	agentidp_verified_token_cache;

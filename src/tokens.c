@@ -22,6 +22,7 @@
 #include <openssl/sha.h>
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -107,10 +108,12 @@ typedef struct Issuance
 	char	   *client_rate_limit;	/* the agent's or its tenant's, or NULL */
 	char	   *tenant_rate_limit;	/* the tenant's, or NULL */
 	int64		monthly_quota;	/* the tenant's tokens a month, or -1: unlimited */
+	bool		risky_scopes;	/* the tenant marks some scopes risky (step-up) */
 } Issuance;
 
 static SPIPlanPtr issuance_plan = NULL;
 static SPIPlanPtr quota_count_plan = NULL;
+static SPIPlanPtr step_up_plan = NULL;
 static SPIPlanPtr insert_refresh_plan = NULL;
 static SPIPlanPtr find_refresh_plan = NULL;
 static SPIPlanPtr use_refresh_plan = NULL;
@@ -244,7 +247,10 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 	 * Until ALTER EXTENSION agentidp UPDATE reaches 0.9, agents have no
 	 * limit of their own: tokens go on being issued, under the tenants'.
 	 * Likewise until 0.10 (whose agents have daily_action_cap) there is no
-	 * table to count a monthly quota in: none applies.
+	 * table to count a monthly quota in: none applies; and until 0.11 (its
+	 * table approvals) no scope is risky.  The last column says whether
+	 * the tenant marks any scope risky, so that the step-up check costs
+	 * the others nothing.
 	 */
 	if (issuance_plan == NULL)
 		sql = psprintf("SELECT a.tenant_id, a.client_id, t.issuer, "
@@ -266,7 +272,7 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 					   "    WHERE ar.tenant_id = a.tenant_id AND ar.agent_id = a.agent_id ORDER BY r.name), "
 					   "  COALESCE(%s, t.settings ->> 'token_rate_limit'), "
 					   "  t.settings ->> 'tenant_token_rate_limit', "
-					   "  %s "
+					   "  %s, %s "
 					   "FROM agentidp.agents a JOIN agentidp.tenants t ON t.tenant_id = a.tenant_id "
 					   "WHERE a.agent_id = $1 AND a.status = 'active' AND t.status = 'active'",
 					   get_attnum(agentidp_relation_oid("agents"), "token_rate_limit") != InvalidAttrNumber ?
@@ -274,7 +280,11 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 					   get_attnum(agentidp_relation_oid("agents"), "daily_action_cap") != InvalidAttrNumber ?
 					   "CASE WHEN pg_catalog.jsonb_typeof(t.settings -> 'monthly_token_quota') = 'number' "
 					   "  THEN (t.settings ->> 'monthly_token_quota')::bigint END" :
-					   "NULL::pg_catalog.int8");
+					   "NULL::pg_catalog.int8",
+					   OidIsValid(get_relname_relid("approvals", get_namespace_oid("agentidp", false))) ?
+					   "COALESCE(pg_catalog.jsonb_typeof(t.settings -> 'risky_scopes') = 'array' "
+					   "  AND pg_catalog.jsonb_array_length(t.settings -> 'risky_scopes') > 0, false)" :
+					   "false");
 	args[0] = UUIDPGetDatum(agent_id);
 	(void) agentidp_run_plan(&issuance_plan, sql, 1, argtypes, args, NULL, true, 1);
 	if (SPI_processed != 1)
@@ -309,6 +319,7 @@ load_issuance(const pg_uuid_t *agent_id, Issuance *is)
 
 		is->monthly_quota = isnull ? -1 : DatumGetInt64(d);
 	}
+	is->risky_scopes = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
 	is->cnf_jkt = NULL;
 	is->cred = NULL;
 	return true;
@@ -715,6 +726,37 @@ count_monthly_quota(const Issuance *is)
 				errhint("The quota starts again on the first day of the next month; an administrator of the tenant can raise it with agentidp.set_monthly_token_quota()."));
 }
 
+/*
+ * Step-up: a token that carries a scope the tenant marks risky is issued
+ * only against an approval for it (agentidp._step_up(), which binds the
+ * approval to this token's jti so that it serves once).  The approval
+ * comes from the setting agentidp.approval_id, which token_endpoint sets
+ * from the request for the grant: the grant functions keep their
+ * signatures.
+ */
+static void
+check_step_up(const Issuance *is, const char *scope, const char *jti)
+{
+	Oid			argtypes[5] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	args[0] = UUIDPGetDatum(&is->tenant_id);
+	args[1] = UUIDPGetDatum(&is->agent_id);
+	if (scope != NULL)
+		args[2] = CStringGetTextDatum(scope);
+	else
+		nulls[2] = 'n';
+	args[3] = CStringGetTextDatum(jti);
+	if (agentidp_approval_id != NULL && agentidp_approval_id[0] != '\0')
+		args[4] = CStringGetTextDatum(agentidp_approval_id);
+	else
+		nulls[4] = 'n';
+	(void) agentidp_run_plan(&step_up_plan,
+							 "SELECT agentidp._step_up($1, $2, $3, $4, $5)",
+							 5, argtypes, args, nulls, false, 0);
+}
+
 static Jsonb *
 issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	  const char *scope, const char *aud, const pg_uuid_t *family,
@@ -744,6 +786,8 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	 * with the grant when a later step (Redis's answer) refuses.
 	 */
 	count_monthly_quota(is);
+	if (is->risky_scopes)
+		check_step_up(is, scope, jti);
 
 	if (dg != NULL && dg->exp_cap < exp)
 		exp = dg->exp_cap;
