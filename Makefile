@@ -25,6 +25,7 @@ OBJS = \
 	src/jose_json.o \
 	src/jwk.o \
 	src/keys.o \
+	src/policy.o \
 	src/ratelimit.o \
 	src/ratelimit_shmem.o \
 	src/redis_limit.o \
@@ -36,10 +37,10 @@ OBJS = \
 
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp--0.3--0.4.sql \
 	agentidp--0.4--0.5.sql agentidp--0.5--0.6.sql agentidp--0.6--0.7.sql agentidp--0.7--0.8.sql \
-	agentidp--0.8--0.9.sql agentidp--0.9--0.10.sql agentidp--0.10--0.11.sql
+	agentidp--0.8--0.9.sql agentidp--0.9--0.10.sql agentidp--0.10--0.11.sql agentidp--0.11--0.12.sql
 DOCS =
 
-REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http admin_api limits quotas approvals
+REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http admin_api limits quotas approvals policy
 REGRESS_OPTS = --dbname=agentidp_regression
 
 ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race action_cap_race approval_consume_race
@@ -101,7 +102,7 @@ install-httpd: agentidp-httpd
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) agentidp-httpd '$(DESTDIR)$(bindir)/'
 
-$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h src/authz.h src/http.h src/webhooks.h src/ratelimit.h src/ratelimit_backend.h bgworker/worker.h
+$(OBJS): $(BUILD_FLAGS_STAMP) src/agentidp.h src/audit.h src/credentials.h src/jose.h src/jwk.h src/keys.h src/refusals.h src/token_state.h src/tokens.h src/issuers.h src/authz.h src/http.h src/webhooks.h src/policy.h src/ratelimit.h src/ratelimit_backend.h bgworker/worker.h
 
 .PHONY: run test stop deps tap isolationcheck install-httpd
 

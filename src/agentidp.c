@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 
 #include "agentidp.h"
+#include "policy.h"
 #include "ratelimit.h"
 #include "refusals.h"
 #include "webhooks.h"
@@ -295,6 +296,7 @@ _PG_init(void)
 	agentidp_worker_init();
 	agentidp_webhooks_init();
 	agentidp_ratelimit_init();
+	agentidp_policy_init();
 
 	MarkGUCPrefixReserved("agentidp");
 

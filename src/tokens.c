@@ -44,6 +44,7 @@
 #include "jose.h"
 #include "jwk.h"
 #include "keys.h"
+#include "policy.h"
 #include "ratelimit.h"
 #include "refusals.h"
 #include "token_state.h"
@@ -114,6 +115,7 @@ typedef struct Issuance
 static SPIPlanPtr issuance_plan = NULL;
 static SPIPlanPtr quota_count_plan = NULL;
 static SPIPlanPtr step_up_plan = NULL;
+static SPIPlanPtr policy_step_up_plan = NULL;
 static SPIPlanPtr insert_refresh_plan = NULL;
 static SPIPlanPtr find_refresh_plan = NULL;
 static SPIPlanPtr use_refresh_plan = NULL;
@@ -621,6 +623,8 @@ oauth_error_of(const ErrorData *e, const char *grant)
 		return "invalid_scope";
 	if (strncmp(e->message, "invalid_target", 14) == 0)
 		return "invalid_target";
+	if (strncmp(e->message, "unauthorized_client", 19) == 0)
+		return "unauthorized_client";
 	if (strcmp(grant, "urn:ietf:params:oauth:grant-type:token-exchange") == 0)
 		return "invalid_request";
 	if (ERRCODE_TO_CATEGORY(e->sqlerrcode) == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
@@ -757,6 +761,79 @@ check_step_up(const Issuance *is, const char *scope, const char *jti)
 							 5, argtypes, args, nulls, false, 0);
 }
 
+/*
+ * The policy hook (policy.c) on an issuance, last of the checks before
+ * signing: deny refuses as unauthorized_client (42501, audited as a
+ * refusal by run_grant); require_approval asks, like a risky scope, for an
+ * approval of the agent covering the whole requested scope
+ * (agentidp._policy_step_up, which binds it to this token).
+ */
+static void
+check_policy(const Issuance *is, const char *grant_type, const char *scope,
+			 const char *aud, const char *jti)
+{
+	StringInfoData in;
+	char	   *reason;
+	AgentidpPolicyDecision d;
+
+	initStringInfo(&in);
+	appendStringInfoString(&in, "{\"kind\":\"token.issue\",");
+	append_json_string(&in, "tenant_id",
+					   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&is->tenant_id))));
+	appendStringInfoChar(&in, ',');
+	append_json_string(&in, "agent_id",
+					   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&is->agent_id))));
+	appendStringInfoChar(&in, ',');
+	append_json_string(&in, "client_id", is->client_id);
+	appendStringInfoChar(&in, ',');
+	append_json_string(&in, "grant_type", grant_type);
+	appendStringInfoChar(&in, ',');
+	/* the grants pass no scope or audience as NULL: null in the input */
+	appendStringInfoString(&in, "\"scope\":");
+	if (scope != NULL)
+		escape_json(&in, scope);
+	else
+		appendStringInfoString(&in, "null");
+	appendStringInfoString(&in, ",\"audience\":");
+	if (aud != NULL)
+		escape_json(&in, aud);
+	else
+		appendStringInfoString(&in, "null");
+	appendStringInfoChar(&in, '}');
+
+	d = agentidp_policy_decide(in.data, &reason);
+	if (d == AGENTIDP_POLICY_DENY)
+		ereport(ERROR,
+				errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				errmsg("unauthorized_client: the token request is denied by policy"),
+				reason ? errdetail("The policy says: %s.", reason) : 0);
+	if (d == AGENTIDP_POLICY_REQUIRE_APPROVAL)
+	{
+		Oid			argtypes[6] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		args[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+		args[0] = UUIDPGetDatum(&is->tenant_id);
+		args[1] = UUIDPGetDatum(&is->agent_id);
+		if (scope != NULL)
+			args[2] = CStringGetTextDatum(scope);
+		else
+			nulls[2] = 'n';
+		args[3] = CStringGetTextDatum(jti);
+		if (agentidp_approval_id != NULL && agentidp_approval_id[0] != '\0')
+			args[4] = CStringGetTextDatum(agentidp_approval_id);
+		else
+			nulls[4] = 'n';
+		if (reason != NULL)
+			args[5] = CStringGetTextDatum(reason);
+		else
+			nulls[5] = 'n';
+		(void) agentidp_run_plan(&policy_step_up_plan,
+								 "SELECT agentidp._policy_step_up($1, $2, $3, $4, $5, $6)",
+								 6, argtypes, args, nulls, false, 0);
+	}
+}
+
 static Jsonb *
 issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	  const char *scope, const char *aud, const pg_uuid_t *family,
@@ -788,6 +865,8 @@ issue(const Issuance *is, const char *grant_type, const char *client_auth,
 	count_monthly_quota(is);
 	if (is->risky_scopes)
 		check_step_up(is, scope, jti);
+	if (agentidp_policy_active())
+		check_policy(is, grant_type, scope, aud, jti);
 
 	if (dg != NULL && dg->exp_cap < exp)
 		exp = dg->exp_cap;
