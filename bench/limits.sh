@@ -7,24 +7,29 @@
 #                    its tenant unlimited (the defaults' shape): every grant
 #                    checks the client's bucket in the shared-memory table,
 #                    and none is refused
-#   redis            the same limit kept in make run's Redis
+#   redis            the same limit kept in make run's Redis over TCP
 #                    (agentidp.redis_url = redis://127.0.0.1:6499/0 for the
 #                    run's sessions, by PGOPTIONS): one EVALSHA per grant
+#   redis unix       the same Redis through its Unix socket
+#                    (unix://<cluster>/redis/redis.sock), as a Redis on the
+#                    database's own host is best reached
 #   shared memory 2, the tenant limited to 1000000/s too: each check takes
-#   redis 2          two buckets at once
+#   redis 2,         two buckets at once
+#   redis unix 2
 #
 # Targets: a limit in shared memory costs at most 5% of the tps without a
-# limit, in Redis at most 20%; each is judged for one bucket and for two.
+# limit, in Redis at most 20%; each is judged for one bucket and for two,
+# and Redis's over each transport.
 #
 #   bench/limits.sh [seconds per pgbench run, default 15] [rounds, default 3]
 #
 # Runs against make run's cluster and its Redis, which must be running (make
 # run first), as the cluster's superuser, synchronous_commit on.  Each round
-# runs the five set-ups in turn (pgbench -n -M prepared -T seconds -c 2
+# runs the seven set-ups in turn (pgbench -n -M prepared -T seconds -c 2
 # -j 2), each run after a CHECKPOINT; a set-up's figure is the median of its
 # rounds, so that the machine's drift during the invocation falls on all
 # alike, and each round starts one set-up later than the one before.  About
-# 5 x rounds x seconds: 4 minutes at the defaults.
+# 7 x rounds x seconds: 5.5 minutes at the defaults.
 #
 # Every grant of the limited runs is checked, none refused: a refusal would
 # fail pgbench, and the script stops with an error if a Redis run's grants
@@ -51,6 +56,8 @@ dir=bench/limits
 tokens=bench/tokens
 limit=1000000/s
 redis_url="redis://127.0.0.1:$AGENTIDP_REDIS_PORT/0"
+redis_socket="$CLUSTER_DIR/redis/redis.sock"
+redis_unix_url="unix://$redis_socket"
 
 # every session of the script, pgbench's included, commits synchronously
 export PGOPTIONS="-c synchronous_commit=on"
@@ -70,6 +77,8 @@ evalsha_calls() {
 }
 [ "$(redis-cli -h 127.0.0.1 -p "$AGENTIDP_REDIS_PORT" PING 2>/dev/null)" = PONG ] ||
 	die "no Redis at 127.0.0.1:$AGENTIDP_REDIS_PORT: run make run first"
+[ "$(redis-cli -s "$redis_socket" PING 2>/dev/null)" = PONG ] ||
+	die "make run's Redis has no socket $redis_socket: restart it (scripts/cluster.sh stop, then make run)"
 
 tenant=
 client_id=
@@ -128,7 +137,7 @@ run() {	# name client-limit tenant-limit [PGOPTIONS addition]: one pgbench run i
 	[ "$(redis_failures)" = "$failures" ] || die "$name: Redis did not answer some checks"
 	n=$(awk '/^number of transactions actually processed/ { print $NF; exit }' <<<"$out")
 	calls=$(( $(evalsha_calls) - calls ))
-	if [[ $name == redis* ]] && [ "$calls" -lt "$n" ]; then
+	if [[ $name == redis* || $name == unix* ]] && [ "$calls" -lt "$n" ]; then
 		die "$name: $n grants but $calls script calls in Redis"
 	fi
 	tps[$name,$round]=$(awk '/^tps/ { printf "%.0f", $3; exit }' <<<"$out")
@@ -147,8 +156,10 @@ setups=(
 	"none unlimited unlimited"
 	"shm $limit unlimited"
 	"redis $limit unlimited -c agentidp.redis_url=$redis_url"
+	"unix $limit unlimited -c agentidp.redis_url=$redis_unix_url"
 	"shm2 $limit $limit"
 	"redis2 $limit $limit -c agentidp.redis_url=$redis_url"
+	"unix2 $limit $limit -c agentidp.redis_url=$redis_unix_url"
 )
 for round in $(seq "$rounds"); do
 	for i in "${!setups[@]}"; do
@@ -163,7 +174,8 @@ echo "issue_token under pgbench, 2 clients, ${secs}s per run, $rounds rounds, pr
 	"synchronous_commit $sync, fsync $fsync; limits of $limit"
 printf '%-16s %9s %11s   %s\n' limit 'tps' 'latency ms' 'tps of each round'
 declare -A med
-for row in "none:none" "shm:shared memory" "redis:redis" "shm2:shared memory 2" "redis2:redis 2"; do
+for row in "none:none" "shm:shared memory" "redis:redis" "unix:redis unix" "shm2:shared memory 2" \
+		"redis2:redis 2" "unix2:redis unix 2"; do
 	name=${row%%:*}
 	lats=()
 	for r in $(seq "$rounds"); do lats+=("${lat[$name,$r]}"); done
@@ -172,8 +184,8 @@ for row in "none:none" "shm:shared memory" "redis:redis" "shm2:shared memory 2" 
 	printf '%-16s %9s %11s   %s\n' "${row#*:}" "${med[$name]}" "$(median "${lats[@]}")" "${all[$name]}"
 done
 
-awk -v none="${med[none]}" -v shm="${med[shm]}" -v redis="${med[redis]}" \
-	-v shm2="${med[shm2]}" -v redis2="${med[redis2]}" '
+awk -v none="${med[none]}" -v shm="${med[shm]}" -v redis="${med[redis]}" -v unix="${med[unix]}" \
+	-v shm2="${med[shm2]}" -v redis2="${med[redis2]}" -v unix2="${med[unix2]}" '
 	function target(what, value, max) {
 		cost = none > 0 ? 1 - value / none : 1
 		printf "%-40s %5.3f   cost %5.1f%%   target <= %d%%: %s\n", what, (none > 0 ? value / none : 0),
@@ -182,6 +194,8 @@ awk -v none="${med[none]}" -v shm="${med[shm]}" -v redis="${med[redis]}" \
 	BEGIN {
 		target("shared memory / no limit, the client", shm, 5)
 		target("redis / no limit, the client", redis, 20)
+		target("redis unix / no limit, the client", unix, 20)
 		target("shared memory / no limit, client+tenant", shm2, 5)
 		target("redis / no limit, client+tenant", redis2, 20)
+		target("redis unix / no limit, client+tenant", unix2, 20)
 	}'

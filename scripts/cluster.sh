@@ -169,7 +169,8 @@ start() {
 		mkdir -p "$CLUSTER_DIR/redis"
 		redis-server --bind 127.0.0.1 --port "$AGENTIDP_REDIS_PORT" --protected-mode yes \
 			--daemonize yes --pidfile "$CLUSTER_DIR/redis.pid" --dir "$CLUSTER_DIR/redis" \
-			--logfile "$CLUSTER_DIR/redis.log" --save '' --appendonly no
+			--logfile "$CLUSTER_DIR/redis.log" --save '' --appendonly no \
+			--unixsocket "$CLUSTER_DIR/redis/redis.sock" --unixsocketperm 777
 		for _ in $(seq 50); do redis_pid >/dev/null && break; sleep 0.1; done
 		redis_pid >/dev/null || die "Redis did not start (see $CLUSTER_DIR/redis.log)"
 	fi

@@ -62,6 +62,17 @@ SET agentidp.redis_url = 'redis://user@cache.example';
 SET agentidp.redis_url = 'redis://cache.example:99999';
 SET agentidp.redis_url = 'redis://cache.example/zero';
 SET agentidp.redis_url = 'redis://:pw%zz@cache.example';
+-- a Unix socket: an absolute path that fits sockaddr_un, then at most ?db=N
+SET agentidp.redis_url = 'unix://redis.sock';
+SET agentidp.redis_url = 'unix:///';
+SET agentidp.redis_url = 'unix:///run/redis.sock?database=1';
+SET agentidp.redis_url = 'unix:///run/redis.sock?db=1&db=2';
+SET agentidp.redis_url = 'unix://:hunter2@/run/redis.sock?db=x';
+SELECT set_config('agentidp.redis_url', 'unix:///' || repeat('d', 106), false) IS NOT NULL AS longest_path;
+SELECT set_config('agentidp.redis_url', 'unix:///' || repeat('d', 107), false);
+SET agentidp.redis_url = 'unix://:hunter2@/run/redis/redis.sock?db=3';
+SELECT backend FROM agentidp.rate_limit_status();
+RESET agentidp.redis_url;
 SET ROLE regress_service;
 SET agentidp.redis_url = 'redis://127.0.0.1:6379';
 SET agentidp.token_rate_limit = 'unlimited';

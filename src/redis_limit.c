@@ -83,12 +83,13 @@ static const char gcra_script[] =
 /* the parsed agentidp.redis_url: a GUC "extra", one malloc'd block */
 typedef struct RedisTarget
 {
+	bool		unix_socket;	/* unix://: host is the socket's path */
 	char		host[256];
 	int			port;
 	int			db;
 	char		user[128];		/* empty: AUTH with the password alone */
 	char		password[256];	/* empty: no AUTH */
-	char		display[300];	/* redis://host:port/db */
+	char		display[300];	/* redis://host:port/db, unix:///path?db=N */
 } RedisTarget;
 
 static char *agentidp_redis_url = NULL;
@@ -158,9 +159,26 @@ parse_number(const char *s, size_t len, int min, int max, int *out)
 }
 
 /*
- * redis://[[user]:password@]host[:port][/db].  The error messages name
- * no part of the value: PostgreSQL would otherwise quote all of it, the
- * password included (GUC_check_errmsg replaces its message).
+ * The "/db" or "?db=N" at the end of a URL, or nothing; false when it is
+ * anything else
+ */
+static bool
+parse_db(const char *p, const char *prefix, int *db)
+{
+	size_t		len = strlen(prefix);
+
+	if (*p == '\0' || strcmp(p, prefix) == 0)
+		return true;
+	return strncmp(p, prefix, len) == 0 &&
+		parse_number(p + len, strlen(p + len), 0, 999999, db);
+}
+
+/*
+ * redis://[[user]:password@]host[:port][/db] over TCP, or
+ * unix://[[user]:password@]/path/to/redis.sock[?db=N] over a Unix socket
+ * (the form redis-py and others read).  The error messages name no part
+ * of the value: PostgreSQL would otherwise quote all of it, the password
+ * included (GUC_check_errmsg replaces its message).
  */
 static bool
 check_redis_url(char **newval, void **extra, GucSource source)
@@ -170,28 +188,31 @@ check_redis_url(char **newval, void **extra, GucSource source)
 	const char *at;
 	const char *hostend;
 	const char *slash;
-	RedisTarget *t;
+	RedisTarget t;
 
 	if (v == NULL || v[0] == '\0')
 		return true;
 	GUC_check_errmsg("invalid value for parameter \"agentidp.redis_url\"");
-	if (strncmp(v, "redis://", 8) != 0)
+	memset(&t, 0, sizeof(t));
+	t.port = 6379;
+	if (strncmp(v, "redis://", 8) == 0)
+		p = v + 8;
+	else if (strncmp(v, "unix://", 7) == 0)
 	{
-		GUC_check_errdetail("The URL must start with \"redis://\"; TLS (rediss://) and Unix sockets are not supported.");
+		t.unix_socket = true;
+		p = v + 7;
+	}
+	else
+	{
+		GUC_check_errdetail("The URL must start with \"redis://\" or \"unix://\"; TLS (rediss://) is not supported.");
 		return false;
 	}
-	for (p = v; *p; p++)
-		if ((unsigned char) *p <= 0x20 || *p == 0x7f)
+	for (const char *c = v; *c; c++)
+		if ((unsigned char) *c <= 0x20 || *c == 0x7f)
 		{
 			GUC_check_errdetail("The URL must not contain white space or control characters.");
 			return false;
 		}
-	t = malloc(sizeof(RedisTarget));
-	if (t == NULL)
-		return false;
-	memset(t, 0, sizeof(RedisTarget));
-	t->port = 6379;
-	p = v + 8;
 	slash = strchr(p, '/');
 	at = memchr(p, '@', slash ? (size_t) (slash - p) : strlen(p));
 	if (at != NULL)
@@ -199,50 +220,75 @@ check_redis_url(char **newval, void **extra, GucSource source)
 		const char *colon = memchr(p, ':', at - p);
 
 		if (colon == NULL ||
-			!url_decode(p, colon - p, t->user, sizeof(t->user)) ||
-			!url_decode(colon + 1, at - colon - 1, t->password, sizeof(t->password)) ||
-			t->password[0] == '\0')
+			!url_decode(p, colon - p, t.user, sizeof(t.user)) ||
+			!url_decode(colon + 1, at - colon - 1, t.password, sizeof(t.password)) ||
+			t.password[0] == '\0')
 		{
-			free(t);
+			explicit_bzero(&t, sizeof(t));
 			GUC_check_errdetail("Credentials must be given as \":password@\" or \"user:password@\", percent-encoded.");
 			return false;
 		}
 		p = at + 1;
 	}
-	hostend = p + strcspn(p, ":/");
-	if (hostend == p || (size_t) (hostend - p) >= sizeof(t->host) ||
-		strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") <
-		(size_t) (hostend - p))
+	if (t.unix_socket)
 	{
-		free(t);
-		GUC_check_errdetail("The host must be a name or an IPv4 address.");
-		return false;
-	}
-	memcpy(t->host, p, hostend - p);
-	p = hostend;
-	if (*p == ':')
-	{
-		size_t		len = strcspn(p + 1, "/");
-
-		if (!parse_number(p + 1, len, 1, 65535, &t->port))
+		/* an absolute path, short enough for sockaddr_un */
+		hostend = p + strcspn(p, "?");
+		if (*p != '/' || hostend - p < 2 || (size_t) (hostend - p) >= 108 ||
+			!url_decode(p, hostend - p, t.host, sizeof(t.host)))
 		{
-			free(t);
-			GUC_check_errdetail("The port must be a number from 1 to 65535.");
+			explicit_bzero(&t, sizeof(t));
+			GUC_check_errdetail("The socket must be an absolute path of at most 107 bytes: unix:///path/to/redis.sock.");
 			return false;
 		}
-		p += 1 + len;
+		p = hostend;
+		if (!parse_db(p, "?db=", &t.db))
+		{
+			explicit_bzero(&t, sizeof(t));
+			GUC_check_errdetail("After the socket's path only \"?db=\" and a database number may follow.");
+			return false;
+		}
+		snprintf(t.display, sizeof(t.display), "unix://%s?db=%d", t.host, t.db);
 	}
-	/* here p is at "/db", "/" or the end */
-	if (*p == '/' && p[1] != '\0' &&
-		!parse_number(p + 1, strlen(p + 1), 0, 999999, &t->db))
+	else
 	{
-		free(t);
-		GUC_check_errdetail("The database must be a number.");
-		return false;
+		hostend = p + strcspn(p, ":/");
+		if (hostend == p || (size_t) (hostend - p) >= sizeof(t.host) ||
+			strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") <
+			(size_t) (hostend - p))
+		{
+			explicit_bzero(&t, sizeof(t));
+			GUC_check_errdetail("The host must be a name or an IPv4 address.");
+			return false;
+		}
+		memcpy(t.host, p, hostend - p);
+		p = hostend;
+		if (*p == ':')
+		{
+			size_t		len = strcspn(p + 1, "/");
+
+			if (!parse_number(p + 1, len, 1, 65535, &t.port))
+			{
+				explicit_bzero(&t, sizeof(t));
+				GUC_check_errdetail("The port must be a number from 1 to 65535.");
+				return false;
+			}
+			p += 1 + len;
+		}
+		/* here p is at "/db", "/" or the end */
+		if (!parse_db(p, "/", &t.db))
+		{
+			explicit_bzero(&t, sizeof(t));
+			GUC_check_errdetail("The database must be a number.");
+			return false;
+		}
+		snprintf(t.display, sizeof(t.display), "redis://%s:%d/%d", t.host, t.port, t.db);
 	}
-	snprintf(t->display, sizeof(t->display), "redis://%s:%d/%d", t->host, t->port, t->db);
-	*extra = t;
-	return true;
+	*extra = malloc(sizeof(RedisTarget));
+	if (*extra != NULL)
+		memcpy(*extra, &t, sizeof(t));
+	explicit_bzero(&t, sizeof(t));
+	return *extra != NULL;
 }
 
 static void
@@ -270,7 +316,7 @@ agentidp_redis_limits_init(void)
 	/* superusers alone may see it: it may hold a password */
 	DefineCustomStringVariable("agentidp.redis_url",
 							   "Redis server that holds the rate limits, shared by every server using it; empty: shared memory.",
-							   "redis://[[user]:password@]host[:port][/db]",
+							   "redis://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path/to/redis.sock[?db=N]",
 							   &agentidp_redis_url,
 							   "",
 							   PGC_SUSET,
@@ -379,7 +425,8 @@ connect_redis(void)
 
 	tv.tv_sec = agentidp_redis_timeout / 1000;
 	tv.tv_usec = (agentidp_redis_timeout % 1000) * 1000;
-	conn = redisConnectWithTimeout(target->host, target->port, tv);
+	conn = target->unix_socket ? redisConnectUnixWithTimeout(target->host, tv) :
+		redisConnectWithTimeout(target->host, target->port, tv);
 	if (conn == NULL || conn->err)
 	{
 		set_error("could not connect", conn ? conn->errstr : "out of memory");

@@ -11,11 +11,13 @@
 #  3. Redis (agentidp.redis_url and agentidp.redis_password_file, set by
 #     ALTER SYSTEM): first a wrong password, refused; then two sessions share
 #     a bucket kept in Redis under its tenant's key, which expires; the
-#     race again lets exactly 100 through.
+#     race again lets exactly 100 through.  Over Redis's Unix socket
+#     (unix://) a session takes from the same buckets.
 #  4. Redis stopped: fail-open lets checks through with one WARNING per
 #     session and counts them; fail-closed refuses with 53400, and the
-#     token endpoint answers 503 with Retry-After.  The password is
-#     nowhere in the server log.
+#     token endpoint answers 503 with Retry-After; a Unix socket that is
+#     not there is named in the error.  The password is nowhere in the
+#     server log.
 #  5. Redis restarted: the sessions work again after at most the second of
 #     their reconnect delay, each with one new connection (Redis's count).
 #  6. Without shared_preload_libraries, check_rate says what it needs, and
@@ -34,6 +36,8 @@ use AgentidpNode;
 my $password = 'rl-s3cret-pw';
 my $redis_port = PostgreSQL::Test::Cluster::get_free_port();
 my $redis_dir = PostgreSQL::Test::Utils::tempdir();
+# a Unix socket's path must fit sockaddr_un
+my $redis_socket = PostgreSQL::Test::Utils::tempdir_short() . '/redis.sock';
 my $redis_url = "redis://:$password\@127.0.0.1:$redis_port/0";
 
 sub redis_cli
@@ -59,7 +63,8 @@ sub redis_start
 	system('redis-server', '--bind', '127.0.0.1', '--port', $redis_port,
 		'--requirepass', $password, '--save', '', '--appendonly', 'no',
 		'--daemonize', 'yes', '--pidfile', "$redis_dir/redis.pid",
-		'--dir', $redis_dir, '--logfile', "$redis_dir/redis.log") == 0
+		'--dir', $redis_dir, '--logfile', "$redis_dir/redis.log",
+		'--unixsocket', $redis_socket, '--unixsocketperm', '700') == 0
 	  or die "redis-server did not start";
 	my $deadline = time() + 10;
 	until (redis_cli('PING') eq 'PONG')
@@ -201,6 +206,12 @@ my $ttl = redis_cli('PTTL', $key);
 ok($ttl > 3_500_000 && $ttl <= 3_600_000 + 1_200_000,
 	"redis: the key expires when its bucket is full again ($ttl ms)");
 is(race('redis'), '100', 'redis: exactly 100 of 400 racing checks pass');
+is( $node->safe_psql('postgres', qq{$identity
+		SELECT agentidp.check_rate('both', 2, '1 hour');
+		SET agentidp.redis_url = 'unix://$redis_socket?db=0';
+		SET agentidp.rate_limit_fail_open = off;
+		SELECT agentidp.check_rate('both', 2, '1 hour'), agentidp.check_rate('both', 2, '1 hour');}),
+	"t\nt|f", 'redis: over the Unix socket, the same buckets as over TCP');
 
 # a session that stays, to see its connection fail and come back
 my $stay = $node->background_psql('postgres', on_error_stop => 0);
@@ -242,6 +253,13 @@ is( $node->safe_psql('postgres', qq{
 		WHERE action = 'token.refused' ORDER BY seq DESC LIMIT 1}),
 	'rate limit could not be checked', 'redis down, fail closed: the refusal is audited');
 is(status('unchecked_refused = 4'), 't', 'redis down, fail closed: counted');
+# (no password in this URL: the server log shows the statement that failed)
+($ret, $out, $err) = $node->psql('postgres', qq{$identity
+	SET agentidp.redis_url = 'unix://$redis_socket.missing?db=1';
+	SET agentidp.rate_limit_fail_open = off;
+	SELECT agentidp.check_rate('k', 1, '1 min');});
+like($err, qr{DETAIL:  Redis at unix://\Q$redis_socket\E\.missing\?db=1: could not connect: No such file or directory\.},
+	'redis: a Unix socket that is not there is named in the error');
 
 # the long session: its connection broke; fail closed, it is refused
 $stay->query_safe('SET agentidp.rate_limit_fail_open = off');
