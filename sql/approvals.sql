@@ -234,6 +234,25 @@ SET ROLE regress_admin_a;
 SELECT agentidp.expire_approvals() AS expired;
 SELECT action, status FROM agentidp.approvals WHERE approval_id IN (:'ap4', :'ap5') ORDER BY action;
 RESET ROLE;
+-- the worker's expiry task marks them too, a batch at a time, the oldest
+-- first, each change audited; a request not yet expired stays open
+SET ROLE regress_approval_app;
+SELECT pg_temp.req(:'p_tok', 'late.three') AS ap6 \gset
+SELECT pg_temp.req(:'p_tok', 'late.four') AS ap7 \gset
+SELECT pg_temp.req(:'p_tok', 'late.five') AS ap8 \gset
+SELECT pg_temp.req(:'p_tok', 'on.time') AS ap9 \gset
+RESET ROLE;
+UPDATE agentidp.approvals SET expires_at = now() - interval '3 minutes' WHERE approval_id = :'ap6';
+UPDATE agentidp.approvals SET expires_at = now() - interval '2 minutes' WHERE approval_id = :'ap7';
+UPDATE agentidp.approvals SET expires_at = now() - interval '1 minute' WHERE approval_id = :'ap8';
+SELECT deleted AS marked FROM agentidp.expire_batch(2) WHERE kind = 'approvals';
+SELECT action, status FROM agentidp.approvals WHERE approval_id IN (:'ap6', :'ap7', :'ap8', :'ap9') ORDER BY action;
+SELECT deleted AS marked FROM agentidp.expire_batch(2) WHERE kind = 'approvals';
+SELECT deleted AS marked FROM agentidp.expire_batch() WHERE kind = 'approvals';
+SELECT status FROM agentidp.approvals WHERE approval_id = :'ap8';
+SELECT action, detail -> 'old' ->> 'status' AS was, detail -> 'new' ->> 'status' AS now
+FROM agentidp.audit_events WHERE resource = 'agentidp.approvals' AND resource_key ->> 'approval_id' = :'ap8'
+ORDER BY seq DESC LIMIT 1;
 
 --
 -- Over a daily cap: refused by default, pending an approval when the
