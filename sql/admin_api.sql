@@ -159,6 +159,37 @@ SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'wor
 SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
 	'{"allowed_scopes": ["admin"], "status": "gone"}');
 SELECT body -> 'allowed_scopes' AS unchanged FROM api('GET', '/agents/' || :'worker', :'boss');
+-- limits (0.14): what set_token_rate_limit and set_daily_caps set; what a
+-- patch does not name stays; a refused limit changes nothing
+SELECT status, body -> 'limits' AS limits FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"token_rate_limit": "10/min", "daily_action_cap": 100, "daily_spend_limit": 25.50, "spend_currency": "EUR"}}');
+SELECT status, body -> 'limits' AS limits FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"daily_action_cap": null, "token_rate_limit": "unlimited"}}');
+SELECT status, body -> 'limits' AS limits FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"token_rate_limit": null, "daily_spend_limit": null, "spend_currency": "USD"}}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"token_rate_limit": "fast"}, "metadata": {"team": "limits"}}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"daily_action_cap": -1}}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"daily_action_cap": 1.5}}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"daily_spend_limit": "5"}}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"spend_currency": "euro"}}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limits": {"monthly_token_quota": 5}}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss', '{"limits": []}');
+SELECT status, body ->> 'detail' AS detail FROM api('PATCH', '/agents/' || :'worker', :'boss',
+	'{"limit": {}}');
+SELECT body -> 'metadata' AS metadata_unchanged, body -> 'limits' AS limits_unchanged
+FROM api('GET', '/agents/' || :'worker', :'boss');
+-- created with limits; a refused limit creates nothing
+SELECT status, body ->> 'name' AS name, body -> 'limits' AS limits FROM api('POST', '/agents', :'boss',
+	'{"name": "capped", "limits": {"daily_action_cap": 3}}');
+SELECT status, body ->> 'detail' AS detail FROM api('POST', '/agents', :'boss',
+	'{"name": "never", "limits": {"token_rate_limit": "0/min"}}');
+SELECT 'never' = ANY (names(raw('GET', '/agents', :'boss', NULL, '{"limit": "500"}'))) AS never_created;
 -- an admin suspends another admin, whose token then fails, and back
 SELECT status FROM api('PATCH', '/agents/' || :'deputy_id', :'boss', '{"status": "suspended"}');
 SELECT status, body ->> 'detail' AS detail FROM api('GET', '/agents', :'deputy');

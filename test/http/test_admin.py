@@ -169,6 +169,20 @@ class Agents(AdminCase):
         # a deleted agent cannot be changed any more
         self.assert_problem(api("DELETE", "/agents/" + doc["id"]), 404)
 
+    def test_limits_set_here_hold_at_the_token_endpoint(self):
+        _, doc = self.new_agent()
+        status, _, patched = api("PATCH", "/agents/" + doc["id"], {
+            "limits": {"token_rate_limit": "2/min", "daily_action_cap": 5}})
+        self.assertEqual(status, 200, patched)
+        self.assertEqual(patched["limits"], {"token_rate_limit": "2/min", "daily_action_cap": 5,
+                                             "daily_spend_limit": None, "spend_currency": "USD"})
+        status, _, secret = api("POST", "/agents/%s/secrets" % doc["id"])
+        self.assertEqual(status, 201, secret)
+        got = [get_token(TENANT, doc["client_id"], secret["client_secret"])[0] for _ in range(3)]
+        self.assertEqual(got, [200, 200, 429])
+        self.assert_problem(api("PATCH", "/agents/" + doc["id"],
+                                {"limits": {"token_rate_limit": "often"}}), 400)
+
     def test_paging_and_filter(self):
         for _ in range(3):
             self.new_agent()
