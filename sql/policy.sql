@@ -11,7 +11,8 @@
 -- ids and times masked
 CREATE FUNCTION pg_temp.mask(s text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-	SELECT regexp_replace(regexp_replace(regexp_replace(s,
+	SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(s,
+		'"client_addr": "[^"]*"', '"client_addr": "<peer>"', 'g'),
 		'[0-9a-f]{32}', '<client_id>', 'g'),
 		'[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}', '<uuid>', 'g'),
 		'[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9:.]+([+-][0-9:]+)?', '<time>', 'g')
@@ -115,6 +116,15 @@ SET ROLE regress_service;
 SELECT (agentidp.issue_token(:'p_id', :'p_secret', 'read', 'api') ->> 'scope') AS scope;
 RESET ROLE;
 SELECT pg_temp.mask((SELECT input::text FROM public.regress_policy_inputs ORDER BY seq DESC LIMIT 1)) AS input;
+SELECT (SELECT input #>> '{request,client_addr}' FROM public.regress_policy_inputs ORDER BY seq DESC LIMIT 1)
+	IS NOT DISTINCT FROM host(inet_client_addr()) AS the_peer;
+-- behind the HTTP front: its client's address and its request id
+BEGIN;
+SELECT agentidp._set_request_context('203.0.113.7', 'req-42');
+SET LOCAL ROLE regress_service;
+SELECT (agentidp.issue_token(:'p_id', :'p_secret', 'read', 'api') ->> 'scope') AS scope;
+COMMIT;
+SELECT input -> 'request' AS request FROM public.regress_policy_inputs ORDER BY seq DESC LIMIT 1;
 -- no scope asked: the policy sees the scope the token would carry, every
 -- scope of the agent, admin included
 SELECT pg_temp.try(NULL, format('SELECT agentidp.issue_token(%L, %L)', :'p_id', :'p_secret')) AS no_scope;

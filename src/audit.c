@@ -325,6 +325,29 @@ client_address(Datum *addr)
 }
 
 /*
+ * The client's address (the HTTP front's client, else the connection's
+ * peer; null over a Unix socket) and the front's request id (null
+ * without one): what the audit rows of this request record.
+ */
+void
+agentidp_request_context_json(StringInfo out)
+{
+	Datum		addr;
+
+	appendStringInfoString(out, "{\"client_addr\":");
+	if (client_address(&addr))
+		escape_json(out, DatumGetCString(DirectFunctionCall1(inet_out, addr)));
+	else
+		appendStringInfoString(out, "null");
+	appendStringInfoString(out, ",\"request_id\":");
+	if (request_id != NULL)
+		escape_json(out, request_id);
+	else
+		appendStringInfoString(out, "null");
+	appendStringInfoChar(out, '}');
+}
+
+/*
  * The fields of an event that say who acted and where: the database role
  * as the session sees it (SET ROLE counts; SECURITY DEFINER functions,
  * ours included, do not hide the caller), the client's address and the

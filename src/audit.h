@@ -70,13 +70,19 @@ extern void agentidp_audit_event(const pg_uuid_t *tenant,
 								 const char *resource_key,
 								 const char *detail);
 
-/* lowercase hex of a hash, NUL-terminated (2 * AUDIT_HASH_LEN + 1 bytes) */
 /*
  * False when the HTTP front routed this request to another tenant than
  * the given one (agentidp._set_request_tenant).
  */
 extern bool agentidp_request_tenant_matches(const pg_uuid_t *tenant);
 
+/*
+ * {"client_addr": ..., "request_id": ...} of this request, as its audit
+ * rows record them, appended to out (for a policy engine's input)
+ */
+extern void agentidp_request_context_json(StringInfo out);
+
+/* lowercase hex of a hash, NUL-terminated (2 * AUDIT_HASH_LEN + 1 bytes) */
 extern void audit_hash_hex(const uint8 hash[AUDIT_HASH_LEN], char *out);
 
 #endif							/* AGENTIDP_AUDIT_H */

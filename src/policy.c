@@ -31,6 +31,7 @@
 #include "utils/regproc.h"
 
 #include "agentidp.h"
+#include "audit.h"
 #include "http.h"
 #include "policy.h"
 
@@ -321,11 +322,38 @@ ask_url(const char *input, char **reason, bool *ok)
 	return decision;
 }
 
+/*
+ * The input object with the request's context added as its member
+ * "request" (audit.c): where the request came from is the same for an
+ * issuance and an action, so it is added here, once, for both.
+ */
+static char *
+with_request_context(const char *input)
+{
+	StringInfoData in;
+	size_t		len = strlen(input);
+	bool		empty = true;
+
+	while (len > 0 && isspace((unsigned char) input[len - 1]))
+		len--;
+	if (len < 2 || input[0] != '{' || input[len - 1] != '}')
+		elog(ERROR, "a policy input must be a JSON object");
+	for (size_t i = 1; i < len - 1 && empty; i++)
+		empty = isspace((unsigned char) input[i]);
+	initStringInfo(&in);
+	appendBinaryStringInfo(&in, input, len - 1);
+	appendStringInfoString(&in, empty ? "\"request\":" : ",\"request\":");
+	agentidp_request_context_json(&in);
+	appendStringInfoChar(&in, '}');
+	return in.data;
+}
+
 AgentidpPolicyDecision
-agentidp_policy_decide(const char *input, char **reason)
+agentidp_policy_decide(const char *request_input, char **reason)
 {
 	AgentidpPolicyDecision decision = AGENTIDP_POLICY_ALLOW;
 	bool		ok = true;
+	const char *input = with_request_context(request_input);
 
 	*reason = NULL;
 	if (agentidp_policy_function != NULL && agentidp_policy_function[0] != '\0')

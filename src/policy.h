@@ -38,11 +38,12 @@ agentidp_policy_active(void)
 }
 
 /*
- * Decide a request (input, a JSON object as text): the function first,
- * then the URL when the function allowed.  *reason is the policy's
- * reason (palloc'd), or NULL.  Engine failures follow
- * agentidp.policy_fail_open; a misconfigured function is an ERROR.
+ * Decide a request (request_input, a JSON object as text, to which the
+ * request's "request" member, its client address and request id, is
+ * added): the function first, then the URL when the function allowed.
+ * *reason is the policy's reason (palloc'd), or NULL.  Engine failures
+ * follow agentidp.policy_fail_open; a misconfigured function is an ERROR.
  */
-extern AgentidpPolicyDecision agentidp_policy_decide(const char *input, char **reason);
+extern AgentidpPolicyDecision agentidp_policy_decide(const char *request_input, char **reason);
 
 #endif							/* AGENTIDP_POLICY_H */

@@ -156,6 +156,8 @@ is(token('read'), '200 read', 'allowed by the engine');
 my $seen = decode_json((split /\n/, slurp_file($seen_file))[-1]);
 is_deeply([ @$seen{qw(kind tenant_id agent_id client_id grant_type scope)} ],
 	[ 'token.issue', $tenant, $agent, $id, 'client_credentials', 'read' ], 'the input document');
+is_deeply($seen->{request}, { client_addr => undef, request_id => undef },
+	'the input document: where the request came from (a Unix socket, no HTTP front)');
 is(token('read admin'), '400 unauthorized_client', 'denied by the engine');
 is(token('payments:write'), '400 invalid_scope', 'approval required by the engine');
 $node->safe_psql('postgres', 'SELECT agentidp.drain_refusals()');
