@@ -38,7 +38,7 @@ OBJS = \
 DATA = agentidp--0.1.sql agentidp--0.1--0.2.sql agentidp--0.2--0.3.sql agentidp--0.3--0.4.sql \
 	agentidp--0.4--0.5.sql agentidp--0.5--0.6.sql agentidp--0.6--0.7.sql agentidp--0.7--0.8.sql \
 	agentidp--0.8--0.9.sql agentidp--0.9--0.10.sql agentidp--0.10--0.11.sql agentidp--0.11--0.12.sql \
-	agentidp--0.12--0.13.sql agentidp--0.13--0.14.sql
+	agentidp--0.12--0.13.sql agentidp--0.13--0.14.sql agentidp--0.14--0.15.sql
 DOCS =
 
 REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http admin_api limits quotas approvals policy

@@ -100,6 +100,13 @@ SELECT status, body ->> 'detail' AS detail FROM api('GET', '/agents', :'boss_rea
 -- a token for another audience, an expired one
 SELECT status, body ->> 'detail' AS detail FROM api('GET', '/agents', :'boss_api');
 SELECT status, body ->> 'detail' AS detail FROM api('GET', '/agents', :'expired');
+-- each 403 is audited (0.15) in the tenant's chain, naming the agent that
+-- asked, its client and request; a 401 has no identity, and is not
+SELECT x ->> 'action' AS action, x ->> 'result' AS result, x ->> 'resource' AS resource,
+	   CASE x #>> '{actor,agent}' WHEN :'reader_id' THEN 'reader' WHEN :'boss_id' THEN 'boss' END AS actor,
+	   x ->> 'client_addr' AS client_addr, x ->> 'trace_id' AS trace_id, x -> 'detail' AS detail
+FROM jsonb_array_elements(raw('GET', '/audit', :'boss', NULL, '{"action": "admin.refused"}') #> '{body,items}') AS x
+ORDER BY (x ->> 'seq')::bigint;
 
 --
 -- Routing
@@ -355,11 +362,13 @@ SELECT status, body ->> 'detail' AS detail FROM api('GET', '/audit', :'boss', NU
 -- another tenant's log holds none of this
 SELECT count(*) FILTER (WHERE x -> 'actor' ->> 'agent' = :'boss_id') AS boss_rows_elsewhere
 FROM jsonb_array_elements(raw('GET', '/audit', :'stranger', NULL, '{"limit": "500"}') #> '{body,items}') AS x;
--- refusals write nothing
+-- refusals write nothing, but for a 403's own row (0.15)
 SELECT :'all_events'::jsonb #>> '{body,items,0,seq}' AS head \gset
 SELECT (api('POST', '/agents', :'boss', '{"name": "boss"}')).status AS refused;
-SELECT (api('GET', '/agents', :'reader')).status AS refused;
 SELECT raw('GET', '/audit', :'boss', NULL, '{"limit": "1"}') #>> '{body,items,0,seq}' = :'head' AS nothing_written;
+SELECT (api('GET', '/agents', :'reader')).status AS refused;
+SELECT x ->> 'action' AS action, (x ->> 'seq')::bigint - :'head'::bigint AS rows_written
+FROM jsonb_array_elements(raw('GET', '/audit', :'boss', NULL, '{"limit": "1"}') #> '{body,items}') AS x;
 RESET ROLE;
 -- as the table has it
 SELECT actor_agent = :'boss_id' AS by_boss, actor_role, action, resource, client_addr, trace_id

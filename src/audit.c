@@ -463,6 +463,36 @@ agentidp_audit_event(const pg_uuid_t *tenant, const pg_uuid_t *actor_agent,
 	queue_event(values, isnull);
 }
 
+/*
+ * agentidp._audit_admin_refusal(status integer, description text) RETURNS void
+ *
+ * An admin API request refused with 403 (_admin_problem): its token was
+ * valid, so the transaction's identity names the tenant and the agent
+ * that asked; the request's client address and id are the event's, as
+ * for every event.  Without an identity there is no chain to write to,
+ * and nothing is written.
+ */
+PG_FUNCTION_INFO_V1(agentidp_audit_admin_refusal);
+Datum
+agentidp_audit_admin_refusal(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	tenant;
+	pg_uuid_t	agent;
+	bool		has_tenant;
+	bool		has_agent;
+	char	   *act;
+	StringInfoData detail;
+
+	if (!agentidp_identity_actor(&tenant, &has_tenant, &agent, &has_agent, &act) || !has_tenant)
+		PG_RETURN_VOID();
+	initStringInfo(&detail);
+	appendStringInfo(&detail, "{\"status\":%d,\"error_description\":", PG_ARGISNULL(0) ? 0 : PG_GETARG_INT32(0));
+	escape_json(&detail, PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	appendStringInfoChar(&detail, '}');
+	agentidp_audit_event(&tenant, NULL, "admin.refused", "denied", "admin_api", NULL, detail.data);
+	PG_RETURN_VOID();
+}
+
 /* ---- a row as JSON ---- */
 
 /*
