@@ -62,6 +62,14 @@ SET agentidp.redis_url = 'redis://user@cache.example';
 SET agentidp.redis_url = 'redis://cache.example:99999';
 SET agentidp.redis_url = 'redis://cache.example/zero';
 SET agentidp.redis_url = 'redis://:pw%zz@cache.example';
+-- an IPv6 address in brackets
+SET agentidp.redis_url = 'redis://::1:6379';
+SET agentidp.redis_url = 'redis://[::1';
+SET agentidp.redis_url = 'redis://[cache.example]:6379';
+SET agentidp.redis_url = 'redis://[::1]6379';
+SET agentidp.redis_url = 'redis://:hunter2@[2001:db8::7]:6380/2';
+SELECT backend FROM agentidp.rate_limit_status();
+RESET agentidp.redis_url;
 -- a Unix socket: an absolute path that fits sockaddr_un, then at most ?db=N
 SET agentidp.redis_url = 'unix://redis.sock';
 SET agentidp.redis_url = 'unix:///';

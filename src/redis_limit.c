@@ -33,6 +33,7 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
@@ -84,6 +85,7 @@ static const char gcra_script[] =
 typedef struct RedisTarget
 {
 	bool		unix_socket;	/* unix://: host is the socket's path */
+	bool		ipv6;			/* host is an IPv6 address (bracketed in URLs) */
 	char		host[256];
 	int			port;
 	int			db;
@@ -174,7 +176,8 @@ parse_db(const char *p, const char *prefix, int *db)
 }
 
 /*
- * redis://[[user]:password@]host[:port][/db] over TCP, or
+ * redis://[[user]:password@]host[:port][/db] over TCP (host a name, an
+ * IPv4 address or an IPv6 address in brackets), or
  * unix://[[user]:password@]/path/to/redis.sock[?db=N] over a Unix socket
  * (the form redis-py and others read).  The error messages name no part
  * of the value: PostgreSQL would otherwise quote all of it, the password
@@ -252,16 +255,41 @@ check_redis_url(char **newval, void **extra, GucSource source)
 	}
 	else
 	{
-		hostend = p + strcspn(p, ":/");
-		if (hostend == p || (size_t) (hostend - p) >= sizeof(t.host) ||
-			strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") <
-			(size_t) (hostend - p))
+		if (*p == '[')
 		{
-			explicit_bzero(&t, sizeof(t));
-			GUC_check_errdetail("The host must be a name or an IPv4 address.");
-			return false;
+			/* an IPv6 literal in brackets (RFC 3986), as redis://[::1]:6379 */
+			const char *rbracket = strchr(p, ']');
+			struct in6_addr a6;
+			bool		ok = rbracket != NULL && rbracket - p - 1 < (ptrdiff_t) sizeof(t.host);
+
+			if (ok)
+			{
+				memcpy(t.host, p + 1, rbracket - p - 1);
+				hostend = rbracket + 1;
+				ok = inet_pton(AF_INET6, t.host, &a6) == 1 &&
+					(*hostend == '\0' || *hostend == ':' || *hostend == '/');
+			}
+			if (!ok)
+			{
+				explicit_bzero(&t, sizeof(t));
+				GUC_check_errdetail("An IPv6 address goes in brackets, as in redis://[::1]:6379/0.");
+				return false;
+			}
+			t.ipv6 = true;
 		}
-		memcpy(t.host, p, hostend - p);
+		else
+		{
+			hostend = p + strcspn(p, ":/");
+			if (hostend == p || (size_t) (hostend - p) >= sizeof(t.host) ||
+				strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") <
+				(size_t) (hostend - p))
+			{
+				explicit_bzero(&t, sizeof(t));
+				GUC_check_errdetail("The host must be a name, an IPv4 address or an IPv6 address in brackets.");
+				return false;
+			}
+			memcpy(t.host, p, hostend - p);
+		}
 		p = hostend;
 		if (*p == ':')
 		{
@@ -282,7 +310,8 @@ check_redis_url(char **newval, void **extra, GucSource source)
 			GUC_check_errdetail("The database must be a number.");
 			return false;
 		}
-		snprintf(t.display, sizeof(t.display), "redis://%s:%d/%d", t.host, t.port, t.db);
+		snprintf(t.display, sizeof(t.display), t.ipv6 ? "redis://[%s]:%d/%d" : "redis://%s:%d/%d",
+				 t.host, t.port, t.db);
 	}
 	*extra = malloc(sizeof(RedisTarget));
 	if (*extra != NULL)
@@ -316,7 +345,7 @@ agentidp_redis_limits_init(void)
 	/* superusers alone may see it: it may hold a password */
 	DefineCustomStringVariable("agentidp.redis_url",
 							   "Redis server that holds the rate limits, shared by every server using it; empty: shared memory.",
-							   "redis://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path/to/redis.sock[?db=N]",
+							   "redis://[[user]:password@]host[:port][/db] (host a name, an IPv4 address or [IPv6]) or unix://[[user]:password@]/path/to/redis.sock[?db=N]",
 							   &agentidp_redis_url,
 							   "",
 							   PGC_SUSET,

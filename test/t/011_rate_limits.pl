@@ -12,7 +12,8 @@
 #     ALTER SYSTEM): first a wrong password, refused; then two sessions share
 #     a bucket kept in Redis under its tenant's key, which expires; the
 #     race again lets exactly 100 through.  Over Redis's Unix socket
-#     (unix://) a session takes from the same buckets.
+#     (unix://), and over IPv6 ([::1], where the machine has it), a
+#     session takes from the same buckets.
 #  4. Redis stopped: fail-open lets checks through with one WARNING per
 #     session and counts them; fail-closed refuses with 53400, and the
 #     token endpoint answers 503 with Retry-After; a Unix socket that is
@@ -60,7 +61,8 @@ sub redis_pid
 
 sub redis_start
 {
-	system('redis-server', '--bind', '127.0.0.1', '--port', $redis_port,
+	# "-::1": also on the IPv6 loopback where there is one
+	system('redis-server', '--bind', '127.0.0.1', '-::1', '--port', $redis_port,
 		'--requirepass', $password, '--save', '', '--appendonly', 'no',
 		'--daemonize', 'yes', '--pidfile', "$redis_dir/redis.pid",
 		'--dir', $redis_dir, '--logfile', "$redis_dir/redis.log",
@@ -212,6 +214,17 @@ is( $node->safe_psql('postgres', qq{$identity
 		SET agentidp.rate_limit_fail_open = off;
 		SELECT agentidp.check_rate('both', 2, '1 hour'), agentidp.check_rate('both', 2, '1 hour');}),
 	"t\nt|f", 'redis: over the Unix socket, the same buckets as over TCP');
+SKIP:
+{
+	my $v6 = `redis-cli -h ::1 -p $redis_port --no-auth-warning -a $password PING 2>/dev/null`;
+	skip 'no IPv6 loopback here', 1 unless ($v6 // '') =~ /PONG/;
+	is( $node->safe_psql('postgres', qq{$identity
+			SELECT agentidp.check_rate('six', 1, '1 hour');
+			SET agentidp.redis_url = 'redis://[::1]:$redis_port/0';
+			SET agentidp.rate_limit_fail_open = off;
+			SELECT agentidp.check_rate('six', 1, '1 hour');}),
+		"t\nf", 'redis: over IPv6 ([::1]), the same buckets as over IPv4');
+}
 
 # a session that stays, to see its connection fail and come back
 my $stay = $node->background_psql('postgres', on_error_stop => 0);
