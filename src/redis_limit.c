@@ -176,8 +176,95 @@ parse_db(const char *p, const char *prefix, int *db)
 }
 
 /*
- * redis://[[user]:password@]host[:port][/db] over TCP (host a name, an
- * IPv4 address or an IPv6 address in brackets), or
+ * The parts of agentidp.redis_url after the scheme and the credentials.
+ * Each returns NULL when p is well-formed, filling t, else the detail
+ * of the error, which names no part of the value.
+ */
+
+/* /path/to/redis.sock[?db=N]: an absolute path that fits sockaddr_un */
+static const char *
+parse_unix_target(const char *p, RedisTarget *t)
+{
+	const char *end = p + strcspn(p, "?");
+
+	if (*p != '/' || end - p < 2 || (size_t) (end - p) >= 108 ||
+		!url_decode(p, end - p, t->host, sizeof(t->host)))
+		return "The socket must be an absolute path of at most 107 bytes: unix:///path/to/redis.sock.";
+	if (!parse_db(end, "?db=", &t->db))
+		return "After the socket's path only \"?db=\" and a database number may follow.";
+	t->unix_socket = true;
+	snprintf(t->display, sizeof(t->display), "unix://%s?db=%d", t->host, t->db);
+	return NULL;
+}
+
+/* host[:port][/db]: a name, an IPv4 address, or an IPv6 one in brackets */
+static const char *
+parse_tcp_target(const char *p, RedisTarget *t)
+{
+	const char *end;
+
+	if (*p == '[')
+	{
+		/* RFC 3986's IP literal, as redis://[::1]:6379 */
+		const char *rbracket = strchr(p, ']');
+		struct in6_addr a6;
+
+		if (rbracket == NULL || rbracket - p - 1 >= (ptrdiff_t) sizeof(t->host))
+			return "An IPv6 address goes in brackets, as in redis://[::1]:6379/0.";
+		memcpy(t->host, p + 1, rbracket - p - 1);
+		end = rbracket + 1;
+		if (inet_pton(AF_INET6, t->host, &a6) != 1 || (*end != '\0' && *end != ':' && *end != '/'))
+			return "An IPv6 address goes in brackets, as in redis://[::1]:6379/0.";
+		t->ipv6 = true;
+	}
+	else
+	{
+		end = p + strcspn(p, ":/");
+		if (end == p || (size_t) (end - p) >= sizeof(t->host) ||
+			strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") <
+			(size_t) (end - p))
+			return "The host must be a name, an IPv4 address or an IPv6 address in brackets.";
+		memcpy(t->host, p, end - p);
+	}
+	p = end;
+	if (*p == ':')
+	{
+		size_t		len = strcspn(p + 1, "/");
+
+		if (!parse_number(p + 1, len, 1, 65535, &t->port))
+			return "The port must be a number from 1 to 65535.";
+		p += 1 + len;
+	}
+	/* here p is at "/db", "/" or the end */
+	if (!parse_db(p, "/", &t->db))
+		return "The database must be a number.";
+	snprintf(t->display, sizeof(t->display), t->ipv6 ? "redis://[%s]:%d/%d" : "redis://%s:%d/%d",
+			 t->host, t->port, t->db);
+	return NULL;
+}
+
+/* [[user]:password@] at p, percent-decoded into t; *p moves past it */
+static const char *
+parse_credentials(const char **p, RedisTarget *t)
+{
+	const char *slash = strchr(*p, '/');
+	const char *at = memchr(*p, '@', slash ? (size_t) (slash - *p) : strlen(*p));
+	const char *colon;
+
+	if (at == NULL)
+		return NULL;
+	colon = memchr(*p, ':', at - *p);
+	if (colon == NULL ||
+		!url_decode(*p, colon - *p, t->user, sizeof(t->user)) ||
+		!url_decode(colon + 1, at - colon - 1, t->password, sizeof(t->password)) ||
+		t->password[0] == '\0')
+		return "Credentials must be given as \":password@\" or \"user:password@\", percent-encoded.";
+	*p = at + 1;
+	return NULL;
+}
+
+/*
+ * redis://[[user]:password@]host[:port][/db] over TCP, or
  * unix://[[user]:password@]/path/to/redis.sock[?db=N] over a Unix socket
  * (the form redis-py and others read).  The error messages name no part
  * of the value: PostgreSQL would otherwise quote all of it, the password
@@ -188,135 +275,36 @@ check_redis_url(char **newval, void **extra, GucSource source)
 {
 	const char *v = *newval;
 	const char *p;
-	const char *at;
-	const char *hostend;
-	const char *slash;
+	const char *error;
+	bool		unix_socket = strncmp(v ? v : "", "unix://", 7) == 0;
 	RedisTarget t;
 
 	if (v == NULL || v[0] == '\0')
 		return true;
 	GUC_check_errmsg("invalid value for parameter \"agentidp.redis_url\"");
-	memset(&t, 0, sizeof(t));
-	t.port = 6379;
-	if (strncmp(v, "redis://", 8) == 0)
-		p = v + 8;
-	else if (strncmp(v, "unix://", 7) == 0)
-	{
-		t.unix_socket = true;
-		p = v + 7;
-	}
-	else
+	if (strncmp(v, "redis://", 8) != 0 && !unix_socket)
 	{
 		GUC_check_errdetail("The URL must start with \"redis://\" or \"unix://\"; TLS (rediss://) is not supported.");
 		return false;
 	}
-	for (const char *c = v; *c; c++)
-		if ((unsigned char) *c <= 0x20 || *c == 0x7f)
+	for (p = v; *p; p++)
+		if ((unsigned char) *p <= 0x20 || *p == 0x7f)
 		{
 			GUC_check_errdetail("The URL must not contain white space or control characters.");
 			return false;
 		}
-	slash = strchr(p, '/');
-	at = memchr(p, '@', slash ? (size_t) (slash - p) : strlen(p));
-	if (at != NULL)
-	{
-		const char *colon = memchr(p, ':', at - p);
-
-		if (colon == NULL ||
-			!url_decode(p, colon - p, t.user, sizeof(t.user)) ||
-			!url_decode(colon + 1, at - colon - 1, t.password, sizeof(t.password)) ||
-			t.password[0] == '\0')
-		{
-			explicit_bzero(&t, sizeof(t));
-			GUC_check_errdetail("Credentials must be given as \":password@\" or \"user:password@\", percent-encoded.");
-			return false;
-		}
-		p = at + 1;
-	}
-	if (t.unix_socket)
-	{
-		/* an absolute path, short enough for sockaddr_un */
-		hostend = p + strcspn(p, "?");
-		if (*p != '/' || hostend - p < 2 || (size_t) (hostend - p) >= 108 ||
-			!url_decode(p, hostend - p, t.host, sizeof(t.host)))
-		{
-			explicit_bzero(&t, sizeof(t));
-			GUC_check_errdetail("The socket must be an absolute path of at most 107 bytes: unix:///path/to/redis.sock.");
-			return false;
-		}
-		p = hostend;
-		if (!parse_db(p, "?db=", &t.db))
-		{
-			explicit_bzero(&t, sizeof(t));
-			GUC_check_errdetail("After the socket's path only \"?db=\" and a database number may follow.");
-			return false;
-		}
-		snprintf(t.display, sizeof(t.display), "unix://%s?db=%d", t.host, t.db);
-	}
-	else
-	{
-		if (*p == '[')
-		{
-			/* an IPv6 literal in brackets (RFC 3986), as redis://[::1]:6379 */
-			const char *rbracket = strchr(p, ']');
-			struct in6_addr a6;
-			bool		ok = rbracket != NULL && rbracket - p - 1 < (ptrdiff_t) sizeof(t.host);
-
-			if (ok)
-			{
-				memcpy(t.host, p + 1, rbracket - p - 1);
-				hostend = rbracket + 1;
-				ok = inet_pton(AF_INET6, t.host, &a6) == 1 &&
-					(*hostend == '\0' || *hostend == ':' || *hostend == '/');
-			}
-			if (!ok)
-			{
-				explicit_bzero(&t, sizeof(t));
-				GUC_check_errdetail("An IPv6 address goes in brackets, as in redis://[::1]:6379/0.");
-				return false;
-			}
-			t.ipv6 = true;
-		}
-		else
-		{
-			hostend = p + strcspn(p, ":/");
-			if (hostend == p || (size_t) (hostend - p) >= sizeof(t.host) ||
-				strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") <
-				(size_t) (hostend - p))
-			{
-				explicit_bzero(&t, sizeof(t));
-				GUC_check_errdetail("The host must be a name, an IPv4 address or an IPv6 address in brackets.");
-				return false;
-			}
-			memcpy(t.host, p, hostend - p);
-		}
-		p = hostend;
-		if (*p == ':')
-		{
-			size_t		len = strcspn(p + 1, "/");
-
-			if (!parse_number(p + 1, len, 1, 65535, &t.port))
-			{
-				explicit_bzero(&t, sizeof(t));
-				GUC_check_errdetail("The port must be a number from 1 to 65535.");
-				return false;
-			}
-			p += 1 + len;
-		}
-		/* here p is at "/db", "/" or the end */
-		if (!parse_db(p, "/", &t.db))
-		{
-			explicit_bzero(&t, sizeof(t));
-			GUC_check_errdetail("The database must be a number.");
-			return false;
-		}
-		snprintf(t.display, sizeof(t.display), t.ipv6 ? "redis://[%s]:%d/%d" : "redis://%s:%d/%d",
-				 t.host, t.port, t.db);
-	}
-	*extra = malloc(sizeof(RedisTarget));
+	memset(&t, 0, sizeof(t));
+	t.port = 6379;
+	p = v + (unix_socket ? 7 : 8);
+	error = parse_credentials(&p, &t);
+	if (error == NULL)
+		error = unix_socket ? parse_unix_target(p, &t) : parse_tcp_target(p, &t);
+	*extra = error ? NULL : malloc(sizeof(RedisTarget));
 	if (*extra != NULL)
 		memcpy(*extra, &t, sizeof(t));
 	explicit_bzero(&t, sizeof(t));
+	if (error != NULL)
+		GUC_check_errdetail("%s", error);
 	return *extra != NULL;
 }
 
