@@ -44,7 +44,8 @@ DOCS =
 REGRESS = init tenants agents credentials roles cross_tenant jose jose_vectors keys audit tokens token_vectors authz maintenance issuers webhooks http admin_api limits quotas approvals policy
 REGRESS_OPTS = --dbname=agentidp_regression
 
-ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race action_cap_race approval_consume_race
+ISOLATION_SPECS = agent_name_race agent_delete_race secret_limit_race audit_chain_race refresh_race action_cap_race approval_consume_race \
+	approval_expiry_race
 ISOLATION_SPECS_OPTS = --inputdir=test/isolation --dbname=agentidp_isolation \
 	--load-extension=agentidp
 
