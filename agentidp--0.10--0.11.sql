@@ -336,36 +336,27 @@ COMMENT ON FUNCTION agentidp.expire_approvals() IS
 'marks pending and approved approvals past their expiry expired (those the caller may see); returns how many';
 
 /*
- * Step-up, called by the token grants (src/tokens.c) as the extension's
- * owner just before a token is signed: when the granted scope holds a
- * scope of the tenant's risky_scopes, the request must name (setting
- * agentidp.approval_id, from the token request's approval_id) an approval
- * of this agent whose scope covers every such risky scope, approved or
- * consumed, unexpired when approved, and not yet used for a token.  The
- * approval is bound to the token's jti, so it serves one token only.
+ * The approval a step-up names (approval, the token request's
+ * approval_id) bound to the token about to be signed (jti): an approval
+ * of this agent whose scope covers every scope wanted, approved or
+ * consumed, unexpired when approved, and not used for another token.
+ * Bound to the token's jti, it serves one token only.  Refused with
+ * 42501 and the message refused (an invalid_scope: ... text); missing is
+ * the detail when no approval is named.
  */
-CREATE FUNCTION agentidp._step_up(tenant uuid, agent uuid, scope text, jti text, approval text)
+CREATE FUNCTION agentidp._bind_step_up_approval(tenant uuid, agent uuid, jti text, approval text,
+												wanted text[], refused text, missing text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	risky text[];
 	a agentidp.approvals;
 	id uuid;
 BEGIN
-	SELECT array_agg(s) INTO risky
-		FROM agentidp.tenants AS t,
-			 jsonb_array_elements_text(COALESCE(t.settings -> 'risky_scopes', '[]')) AS r(s)
-		WHERE t.tenant_id = tenant
-		  AND r.s = ANY (string_to_array(COALESCE(scope, ''), ' '));
-	IF risky IS NULL THEN
-		RETURN;
-	END IF;
 	IF approval IS NULL OR approval = '' THEN
-		RAISE EXCEPTION 'invalid_scope: approval required for scope "%"', array_to_string(risky, ' ')
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = 'The tenant marks these scopes risky: a token carrying them needs an approved request.',
+		RAISE EXCEPTION '%', refused
+			USING ERRCODE = 'insufficient_privilege', DETAIL = missing,
 				  HINT = 'Call agentidp.request_approval(action, scope => ...), have it approved, and pass its id as approval_id in the token request.';
 	END IF;
 	BEGIN
@@ -376,10 +367,10 @@ BEGIN
 	SELECT * INTO a FROM agentidp.approvals AS x
 		WHERE x.tenant_id = tenant AND x.approval_id = id AND x.agent_id = agent
 		FOR UPDATE;
-	IF NOT FOUND OR a.token_jti IS NOT NULL
-		OR NOT (risky <@ string_to_array(COALESCE(a.scope, ''), ' '))
+	IF NOT FOUND OR (a.token_jti IS NOT NULL AND a.token_jti <> jti)
+		OR NOT (wanted <@ string_to_array(COALESCE(a.scope, ''), ' '))
 		OR NOT (a.status = 'consumed' OR (a.status = 'approved' AND a.expires_at > now())) THEN
-		RAISE EXCEPTION 'invalid_scope: approval required for scope "%"', array_to_string(risky, ' ')
+		RAISE EXCEPTION '%', refused
 			USING ERRCODE = 'insufficient_privilege',
 				  DETAIL = format('Approval "%s" is not an approved, unused approval of this agent for these scopes.',
 								  left(approval, 64)),
@@ -388,6 +379,36 @@ BEGIN
 	UPDATE agentidp.approvals AS x
 		SET status = 'consumed', consumed_at = COALESCE(x.consumed_at, now()), token_jti = jti
 		WHERE x.tenant_id = a.tenant_id AND x.approval_id = a.approval_id;
+END
+$$;
+COMMENT ON FUNCTION agentidp._bind_step_up_approval(uuid, uuid, text, text, text[], text, text) IS
+'binds the approval a step-up names to the token about to be signed, or refuses with 42501: approved or consumed, unused, of this agent, covering the scopes wanted';
+
+/*
+ * Step-up, called by the token grants (src/tokens.c) as the extension's
+ * owner just before a token is signed: when the granted scope holds a
+ * scope of the tenant's risky_scopes, the request must name (setting
+ * agentidp.approval_id) an approval covering every such risky scope
+ * (_bind_step_up_approval).
+ */
+CREATE FUNCTION agentidp._step_up(tenant uuid, agent uuid, scope text, jti text, approval text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	risky text[];
+BEGIN
+	SELECT array_agg(s) INTO risky
+		FROM agentidp.tenants AS t,
+			 jsonb_array_elements_text(COALESCE(t.settings -> 'risky_scopes', '[]')) AS r(s)
+		WHERE t.tenant_id = tenant
+		  AND r.s = ANY (string_to_array(COALESCE(scope, ''), ' '));
+	IF risky IS NOT NULL THEN
+		PERFORM agentidp._bind_step_up_approval(tenant, agent, jti, approval, risky,
+			format('invalid_scope: approval required for scope "%s"', array_to_string(risky, ' ')),
+			'The tenant marks these scopes risky: a token carrying them needs an approved request.');
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION agentidp._step_up(uuid, uuid, text, text, text) IS
@@ -409,115 +430,99 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	tenant uuid := agentidp.current_tenant();
-	agent uuid := agentidp.current_agent();
-	a record;
-	today date := (now() AT TIME ZONE 'UTC')::date;
-	n_actions bigint;
-	n_spent numeric;
-	r record;
-	over_msg text;
-	over_detail text;
-	over_hint text;
-	approval uuid;
+	a record := agentidp._action_agent(action, amount, currency, detail);
+	refusal record := agentidp._action_over_cap(a, amount, currency);
 BEGIN
-	PERFORM agentidp._require(tenant IS NOT NULL AND agent IS NOT NULL, '28000',
-		'no agent identity', 'Actions are recorded for the agent of the transaction''s access token.',
-		'Call agentidp.authenticate() with the agent''s access token in the same transaction first.');
-	PERFORM agentidp._require(action IS NOT NULL AND action ~ '^[[:print:]]{1,128}$', '22023',
-		'invalid action name', hint => 'An action name is 1 to 128 printable characters, such as "payment.send".');
-	PERFORM agentidp._require(amount IS NOT NULL AND amount >= 0, '22023',
-		format('invalid amount %s', amount), hint => 'An amount is a number from 0.');
-	PERFORM agentidp._require(currency IS NOT NULL AND currency ~ '^[A-Z]{3}$', '22023',
-		format('invalid currency "%s"', left(currency, 16)),
-		hint => 'A currency is an ISO 4217 code of three capital letters, such as "USD" or "EUR".');
-	PERFORM agentidp._require(detail IS NOT NULL AND jsonb_typeof(detail) = 'object'
-		AND octet_length(detail::text) <= 4096, '22023', 'detail must be a JSON object of at most 4096 bytes');
-
-	SELECT x.status, x.daily_action_cap, x.daily_spend_limit,
-		   COALESCE(x.spend_currency, 'USD') AS spend_currency INTO a
-		FROM agentidp.agents AS x WHERE x.tenant_id = tenant AND x.agent_id = agent;
-	PERFORM agentidp._require(FOUND AND a.status = 'active', '28000', 'agent is not active',
-		format('Agent "%s" is suspended, deleted or unknown.', agent));
-
-	IF a.daily_action_cap IS NOT NULL
-		OR (a.daily_spend_limit IS NOT NULL AND currency = a.spend_currency) THEN
-		PERFORM FROM agentidp.agents AS x WHERE x.tenant_id = tenant AND x.agent_id = agent
-			FOR NO KEY UPDATE;
-		SELECT COALESCE(sum(u.actions), 0),
-			   COALESCE(sum(u.spent) FILTER (WHERE u.currency = a.spend_currency), 0)
-			INTO n_actions, n_spent
-			FROM agentidp.agent_daily_usage AS u
-			WHERE u.tenant_id = tenant AND u.agent_id = agent AND u.day = today;
-		IF n_actions >= a.daily_action_cap THEN
-			over_msg := 'daily action cap of agent exceeded';
-			over_detail := format('The cap is %s actions a day; %s were recorded today (UTC).',
-								  a.daily_action_cap, n_actions);
-			over_hint := 'The cap resets at midnight UTC; an administrator of the tenant can raise it with agentidp.set_daily_caps().';
-		ELSIF currency = a.spend_currency AND n_spent + amount > a.daily_spend_limit THEN
-			over_msg := 'daily spend limit of agent exceeded';
-			over_detail := format('The limit is %s %s a day; %s %s were spent today (UTC) and %s %s more were asked.',
-								  a.daily_spend_limit, currency, n_spent, currency, amount, currency);
-			over_hint := 'The limit resets at midnight UTC; an administrator of the tenant can raise it with agentidp.set_daily_caps().';
-		END IF;
+	IF refusal.msg IS NULL THEN
+		RETURN agentidp._action_count(a, action, amount, currency, detail);
 	END IF;
-
-	IF over_msg IS NOT NULL AND detail ? 'approval_id' THEN
-		-- an approval granted for this very action lets it past the cap, once
-		BEGIN
-			approval := (detail ->> 'approval_id')::uuid;
-		EXCEPTION WHEN invalid_text_representation THEN
-			approval := NULL;
-		END;
-		UPDATE agentidp.approvals AS x SET status = 'consumed', consumed_at = now()
-			WHERE x.tenant_id = tenant AND x.approval_id = approval AND x.agent_id = agent
-			  AND x.status = 'approved' AND x.expires_at > now() AND x.scope IS NULL
-			  AND x.action = record_action.action AND x.currency = record_action.currency
-			  AND x.amount >= record_action.amount;
-		IF FOUND THEN
-			over_msg := NULL;
-		ELSE
-			over_hint := 'The approval must be approved, unexpired, unused and for this action, currency and at least this amount.';
-		END IF;
-	ELSIF over_msg IS NOT NULL
-		AND (SELECT t.settings -> 'over_cap' FROM agentidp.tenants AS t WHERE t.tenant_id = tenant)
-			= '"approval"' THEN
-		approval := agentidp._new_approval(tenant, agent, action, NULL, amount, currency,
-										   over_msg || ': ' || over_detail, 'high', interval '1 hour');
-		RETURN jsonb_build_object('status', 'pending', 'approval_id', approval, 'action', action,
-								  'amount', amount, 'currency', currency, 'reason', over_msg);
-	END IF;
-	IF over_msg IS NOT NULL THEN
-		RAISE EXCEPTION '%', over_msg
-			USING ERRCODE = 'configuration_limit_exceeded', DETAIL = over_detail, HINT = over_hint;
-	END IF;
-
-	INSERT INTO agentidp.agent_daily_usage AS u
-		(tenant_id, agent_id, day, currency, actions, spent, last_action, last_amount, last_detail)
-	VALUES (tenant, agent, today, currency, 1, amount, action, amount, detail)
-	ON CONFLICT ON CONSTRAINT agent_daily_usage_pkey DO UPDATE
-		SET actions = u.actions + 1, spent = u.spent + excluded.spent,
-			last_action = excluded.last_action, last_amount = excluded.last_amount,
-			last_detail = excluded.last_detail
-	RETURNING u.actions, u.spent INTO r;
-
-	-- what the caller sees counts every currency's actions, as the cap does
-	SELECT COALESCE(sum(u.actions), 0) INTO n_actions FROM agentidp.agent_daily_usage AS u
-		WHERE u.tenant_id = tenant AND u.agent_id = agent AND u.day = today;
-	RETURN jsonb_build_object(
-		'status', 'recorded',
-		'action', action,
-		'amount', amount,
-		'currency', currency,
-		'day', today,
-		'actions_today', n_actions,
-		'action_cap', a.daily_action_cap,
-		'spent_today', r.spent,
-		'spend_limit', CASE WHEN currency = a.spend_currency THEN a.daily_spend_limit END);
+	RETURN agentidp._action_past_cap(a, refusal, action, amount, currency, detail);
 END
 $$;
 COMMENT ON FUNCTION agentidp.record_action(text, numeric, text, jsonb) IS
 'records an action of the current agent and what it spent; past a daily cap refused with 53400, or pending an approval when the tenant''s over_cap is "approval"';
+
+/*
+ * Whether detail names an approval granted for this very action (its
+ * agent, action and currency, at least its amount), approved, unexpired
+ * and unused; if so it is consumed now, once.
+ */
+CREATE FUNCTION agentidp._consume_action_approval(a record, action text, amount numeric, currency text,
+												  detail jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	approval uuid;
+BEGIN
+	IF NOT detail ? 'approval_id' THEN
+		RETURN false;
+	END IF;
+	BEGIN
+		approval := (detail ->> 'approval_id')::uuid;
+	EXCEPTION WHEN invalid_text_representation THEN
+		RETURN false;
+	END;
+	UPDATE agentidp.approvals AS x SET status = 'consumed', consumed_at = now()
+		WHERE x.tenant_id = a.tenant AND x.approval_id = approval AND x.agent_id = a.agent
+		  AND x.status = 'approved' AND x.expires_at > now() AND x.scope IS NULL
+		  AND x.action = _consume_action_approval.action
+		  AND x.currency = _consume_action_approval.currency
+		  AND x.amount >= _consume_action_approval.amount;
+	RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION agentidp._consume_action_approval(record, text, numeric, text, jsonb) IS
+'consumes the approval that an action''s detail names, when it was granted for this very action; whether it did';
+
+/* an approval requested for the action instead of recording it: the pending answer */
+CREATE FUNCTION agentidp._action_pending(a record, action text, amount numeric, currency text,
+										 why text, reason text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN jsonb_build_object('status', 'pending',
+		'approval_id', agentidp._new_approval(a.tenant, a.agent, action, NULL, amount, currency, why, 'high',
+											  interval '1 hour'),
+		'action', action, 'amount', amount, 'currency', currency, 'reason', reason);
+END
+$$;
+COMMENT ON FUNCTION agentidp._action_pending(record, text, numeric, text, text, text) IS
+'requests an approval (reason why) for an action instead of recording it; returns {"status": "pending", "approval_id", ..., "reason"}';
+
+/*
+ * An action past a daily cap (refusal, from _action_over_cap): recorded
+ * when its detail names an approval granted for it, pending a new
+ * approval when the tenant's over_cap says "approval", else refused.
+ */
+CREATE FUNCTION agentidp._action_past_cap(a record, refusal record, action text, amount numeric,
+										  currency text, detail jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	hint text := refusal.hint;
+BEGIN
+	IF detail ? 'approval_id' THEN
+		IF agentidp._consume_action_approval(a, action, amount, currency, detail) THEN
+			RETURN agentidp._action_count(a, action, amount, currency, detail);
+		END IF;
+		hint := 'The approval must be approved, unexpired, unused and for this action, currency and at least this amount.';
+	ELSIF (SELECT t.settings -> 'over_cap' FROM agentidp.tenants AS t WHERE t.tenant_id = a.tenant)
+			= '"approval"' THEN
+		RETURN agentidp._action_pending(a, action, amount, currency, refusal.msg || ': ' || refusal.detail,
+										refusal.msg);
+	END IF;
+	RAISE EXCEPTION '%', refusal.msg
+		USING ERRCODE = 'configuration_limit_exceeded', DETAIL = refusal.detail, HINT = hint;
+END
+$$;
+COMMENT ON FUNCTION agentidp._action_past_cap(record, record, text, numeric, text, jsonb) IS
+'record_action past a daily cap: recorded with an approval granted for it, pending a new one (over_cap "approval"), or refused with 53400';
 
 /*
  * The token endpoint of 0.9, and the request's approval_id (step-up) in

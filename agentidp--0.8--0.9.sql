@@ -91,6 +91,12 @@ COMMENT ON FUNCTION agentidp.set_token_rate_limit(uuid, text) IS
  * OAuth error temporarily_unavailable, audited like every refusal.
  * token_endpoint adds the Retry-After and RateLimit headers.
  */
+CREATE FUNCTION agentidp._oauth_error(sqlstate text, message text, grant_type text) RETURNS text
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'agentidp_oauth_error';
+COMMENT ON FUNCTION agentidp._oauth_error(text, text, text) IS
+'the OAuth error (RFC 6749 section 5.2) of a refused grant, by its SQLSTATE and message';
+
 CREATE OR REPLACE FUNCTION agentidp._token_grant(request jsonb) RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -133,16 +139,8 @@ BEGIN
 			OR invalid_parameter_value OR null_value_not_allowed OR invalid_text_representation
 			OR configuration_limit_exceeded THEN
 		GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-		err := CASE
-			WHEN state = '53400' THEN 'temporarily_unavailable'
-			WHEN msg = 'client authentication failed' THEN 'invalid_client'
-			WHEN msg LIKE 'invalid DPoP proof%' THEN 'invalid_dpop_proof'
-			WHEN msg LIKE 'invalid_scope%' THEN 'invalid_scope'
-			WHEN msg LIKE 'invalid_target%' THEN 'invalid_target'
-			-- RFC 8693 2.2.2: an invalid subject or actor token is invalid_request
-			WHEN g = 'urn:ietf:params:oauth:grant-type:token-exchange' THEN 'invalid_request'
-			WHEN state IN ('28000', '28P01') THEN 'invalid_grant'
-			ELSE 'invalid_request' END;
+		-- the mapping the grants' audited refusals use too (src/tokens.c)
+		err := agentidp._oauth_error(state, msg, g);
 		status := CASE
 			WHEN err = 'invalid_client' THEN 401
 			WHEN state = '53400' AND msg = 'rate limit could not be checked' THEN 503
@@ -232,6 +230,7 @@ GRANT EXECUTE ON FUNCTION agentidp.set_token_rate_limit(uuid, text) TO agentidp_
 GRANT UPDATE (token_rate_limit) ON agentidp.agents TO agentidp_admin;
 GRANT EXECUTE ON FUNCTION
 	agentidp._token_rate_headers(),
+	agentidp._oauth_error(text, text, text),
 	agentidp.token_endpoint(jsonb),
 	agentidp.token_endpoint_batch(jsonb)
 	TO agentidp_service;

@@ -217,14 +217,38 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	tenant uuid := agentidp.current_tenant();
-	agent uuid := agentidp.current_agent();
-	a record;
-	today date := (now() AT TIME ZONE 'UTC')::date;
-	n_actions bigint;
-	n_spent numeric;
-	r record;
+	a record := agentidp._action_agent(action, amount, currency, detail);
+	refusal record := agentidp._action_over_cap(a, amount, currency);
 BEGIN
+	IF refusal.msg IS NOT NULL THEN
+		RAISE EXCEPTION '%', refusal.msg
+			USING ERRCODE = 'configuration_limit_exceeded', DETAIL = refusal.detail, HINT = refusal.hint;
+	END IF;
+	RETURN agentidp._action_count(a, action, amount, currency, detail);
+END
+$$;
+COMMENT ON FUNCTION agentidp.record_action(text, numeric, text, jsonb) IS
+'records an action of the current agent and what it spent, refused with 53400 past the agent''s daily action cap or spend limit';
+
+/*
+ * The parts of record_action, which later versions arrange anew (0.11
+ * approvals, 0.12 the policy hook).  They run as record_action's owner.
+ */
+
+-- the checks of the arguments, and the agent of the identity with its caps
+CREATE FUNCTION agentidp._action_agent(action text, amount numeric, currency text, detail jsonb,
+									   OUT tenant uuid, OUT agent uuid, OUT today date,
+									   OUT daily_action_cap integer, OUT daily_spend_limit numeric,
+									   OUT spend_currency text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	status text;
+BEGIN
+	tenant := agentidp.current_tenant();
+	agent := agentidp.current_agent();
+	today := (now() AT TIME ZONE 'UTC')::date;
 	PERFORM agentidp._require(tenant IS NOT NULL AND agent IS NOT NULL, '28000',
 		'no agent identity', 'Actions are recorded for the agent of the transaction''s access token.',
 		'Call agentidp.authenticate() with the agent''s access token in the same transaction first.');
@@ -238,40 +262,71 @@ BEGIN
 	PERFORM agentidp._require(detail IS NOT NULL AND jsonb_typeof(detail) = 'object'
 		AND octet_length(detail::text) <= 4096, '22023', 'detail must be a JSON object of at most 4096 bytes');
 
-	SELECT x.status, x.daily_action_cap, x.daily_spend_limit,
-		   COALESCE(x.spend_currency, 'USD') AS spend_currency INTO a
+	SELECT x.status, x.daily_action_cap, x.daily_spend_limit, COALESCE(x.spend_currency, 'USD')
+		INTO status, daily_action_cap, daily_spend_limit, spend_currency
 		FROM agentidp.agents AS x WHERE x.tenant_id = tenant AND x.agent_id = agent;
-	PERFORM agentidp._require(FOUND AND a.status = 'active', '28000', 'agent is not active',
+	PERFORM agentidp._require(FOUND AND status = 'active', '28000', 'agent is not active',
 		format('Agent "%s" is suspended, deleted or unknown.', agent));
+END
+$$;
+COMMENT ON FUNCTION agentidp._action_agent(text, numeric, text, jsonb) IS
+'record_action''s checks: its arguments, and the active agent of the identity with its daily caps';
 
-	IF a.daily_action_cap IS NOT NULL
-		OR (a.daily_spend_limit IS NOT NULL AND currency = a.spend_currency) THEN
-		PERFORM FROM agentidp.agents AS x WHERE x.tenant_id = tenant AND x.agent_id = agent
-			FOR NO KEY UPDATE;
-		SELECT COALESCE(sum(u.actions), 0),
-			   COALESCE(sum(u.spent) FILTER (WHERE u.currency = a.spend_currency), 0)
-			INTO n_actions, n_spent
-			FROM agentidp.agent_daily_usage AS u
-			WHERE u.tenant_id = tenant AND u.agent_id = agent AND u.day = today;
-		IF n_actions >= a.daily_action_cap THEN
-			RAISE EXCEPTION 'daily action cap of agent exceeded'
-				USING ERRCODE = 'configuration_limit_exceeded',
-					  DETAIL = format('The cap is %s actions a day; %s were recorded today (UTC).',
-									  a.daily_action_cap, n_actions),
-					  HINT = 'The cap resets at midnight UTC; an administrator of the tenant can raise it with agentidp.set_daily_caps().';
-		END IF;
-		IF currency = a.spend_currency AND n_spent + amount > a.daily_spend_limit THEN
-			RAISE EXCEPTION 'daily spend limit of agent exceeded'
-				USING ERRCODE = 'configuration_limit_exceeded',
-					  DETAIL = format('The limit is %s %s a day; %s %s were spent today (UTC) and %s %s more were asked.',
-									  a.daily_spend_limit, currency, n_spent, currency, amount, currency),
-					  HINT = 'The limit resets at midnight UTC; an administrator of the tenant can raise it with agentidp.set_daily_caps().';
-		END IF;
+/*
+ * Whether the action would pass a daily cap of the agent a
+ * (_action_agent): NULLs when it passes, else the refusal's message,
+ * detail and hint.  With a cap that applies, the agent's row is locked
+ * first (see record_action).
+ */
+CREATE FUNCTION agentidp._action_over_cap(a record, amount numeric, currency text,
+										  OUT msg text, OUT detail text, OUT hint text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n_actions bigint;
+	n_spent numeric;
+BEGIN
+	IF a.daily_action_cap IS NULL
+		AND (a.daily_spend_limit IS NULL OR currency <> a.spend_currency) THEN
+		RETURN;
 	END IF;
+	PERFORM FROM agentidp.agents AS x WHERE x.tenant_id = a.tenant AND x.agent_id = a.agent
+		FOR NO KEY UPDATE;
+	SELECT COALESCE(sum(u.actions), 0),
+		   COALESCE(sum(u.spent) FILTER (WHERE u.currency = a.spend_currency), 0)
+		INTO n_actions, n_spent
+		FROM agentidp.agent_daily_usage AS u
+		WHERE u.tenant_id = a.tenant AND u.agent_id = a.agent AND u.day = a.today;
+	IF n_actions >= a.daily_action_cap THEN
+		msg := 'daily action cap of agent exceeded';
+		detail := format('The cap is %s actions a day; %s were recorded today (UTC).',
+						 a.daily_action_cap, n_actions);
+		hint := 'The cap resets at midnight UTC; an administrator of the tenant can raise it with agentidp.set_daily_caps().';
+	ELSIF currency = a.spend_currency AND n_spent + amount > a.daily_spend_limit THEN
+		msg := 'daily spend limit of agent exceeded';
+		detail := format('The limit is %s %s a day; %s %s were spent today (UTC) and %s %s more were asked.',
+						 a.daily_spend_limit, currency, n_spent, currency, amount, currency);
+		hint := 'The limit resets at midnight UTC; an administrator of the tenant can raise it with agentidp.set_daily_caps().';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION agentidp._action_over_cap(record, numeric, text) IS
+'record_action''s caps: the refusal (message, detail, hint) of an action past a daily cap of its agent, else NULLs';
 
+-- the action counted in its day, and record_action's answer
+CREATE FUNCTION agentidp._action_count(a record, action text, amount numeric, currency text, detail jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+	n_actions bigint;
+BEGIN
 	INSERT INTO agentidp.agent_daily_usage AS u
 		(tenant_id, agent_id, day, currency, actions, spent, last_action, last_amount, last_detail)
-	VALUES (tenant, agent, today, currency, 1, amount, action, amount, detail)
+	VALUES (a.tenant, a.agent, a.today, currency, 1, amount, action, amount, detail)
 	ON CONFLICT ON CONSTRAINT agent_daily_usage_pkey DO UPDATE
 		SET actions = u.actions + 1, spent = u.spent + excluded.spent,
 			last_action = excluded.last_action, last_amount = excluded.last_amount,
@@ -280,21 +335,21 @@ BEGIN
 
 	-- what the caller sees counts every currency's actions, as the cap does
 	SELECT COALESCE(sum(u.actions), 0) INTO n_actions FROM agentidp.agent_daily_usage AS u
-		WHERE u.tenant_id = tenant AND u.agent_id = agent AND u.day = today;
+		WHERE u.tenant_id = a.tenant AND u.agent_id = a.agent AND u.day = a.today;
 	RETURN jsonb_build_object(
 		'status', 'recorded',
 		'action', action,
 		'amount', amount,
 		'currency', currency,
-		'day', today,
+		'day', a.today,
 		'actions_today', n_actions,
 		'action_cap', a.daily_action_cap,
 		'spent_today', r.spent,
 		'spend_limit', CASE WHEN currency = a.spend_currency THEN a.daily_spend_limit END);
 END
 $$;
-COMMENT ON FUNCTION agentidp.record_action(text, numeric, text, jsonb) IS
-'records an action of the current agent and what it spent, refused with 53400 past the agent''s daily action cap or spend limit';
+COMMENT ON FUNCTION agentidp._action_count(record, text, numeric, text, jsonb) IS
+'record_action''s count: the action added to its agent''s day, and the answer {"status": "recorded", ...}';
 
 /*
  * The monthly quota's maintenance: months are rows, so a new month needs

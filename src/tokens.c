@@ -609,27 +609,51 @@ request_identify(text *client_id)
 					   NULL);
 }
 
-/* the OAuth error of a refusal, as token_endpoint maps it */
+/*
+ * The OAuth error (RFC 6749 section 5.2) of a grant's refusal, by its
+ * SQLSTATE and message: for the refusals run_grant notes, and for
+ * token_endpoint's answers (agentidp._oauth_error).
+ */
 static const char *
-oauth_error_of(const ErrorData *e, const char *grant)
+oauth_error_of(int sqlerrcode, const char *message, const char *grant)
 {
-	if (strcmp(e->message, "client authentication failed") == 0)
+	if (strcmp(message, "client authentication failed") == 0)
 		return "invalid_client";
-	if (e->sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
+	if (sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
 		return "temporarily_unavailable";
-	if (strncmp(e->message, "invalid DPoP proof", 18) == 0)
+	if (strncmp(message, "invalid DPoP proof", 18) == 0)
 		return "invalid_dpop_proof";
-	if (strncmp(e->message, "invalid_scope", 13) == 0)
+	/* not allowed ("invalid_scope: ...") or malformed ("invalid scope: ...") */
+	if (strncmp(message, "invalid_scope", 13) == 0 || strncmp(message, "invalid scope", 13) == 0)
 		return "invalid_scope";
-	if (strncmp(e->message, "invalid_target", 14) == 0)
+	if (strncmp(message, "invalid_target", 14) == 0)
 		return "invalid_target";
-	if (strncmp(e->message, "unauthorized_client", 19) == 0)
+	if (strncmp(message, "unauthorized_client", 19) == 0)
 		return "unauthorized_client";
+	/* RFC 8693 section 2.2.2: an invalid subject or actor token is invalid_request */
 	if (strcmp(grant, "urn:ietf:params:oauth:grant-type:token-exchange") == 0)
 		return "invalid_request";
-	if (ERRCODE_TO_CATEGORY(e->sqlerrcode) == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+	if (ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
 		return "invalid_grant";
 	return "invalid_request";
+}
+
+/*
+ * agentidp._oauth_error(sqlstate text, message text, grant_type text)
+ *		RETURNS text
+ */
+PG_FUNCTION_INFO_V1(agentidp_oauth_error);
+Datum
+agentidp_oauth_error(PG_FUNCTION_ARGS)
+{
+	char	   *state = PG_ARGISNULL(0) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *message = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	const char *grant = PG_ARGISNULL(2) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int			code = 0;
+
+	if (strlen(state) == 5)
+		code = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
+	PG_RETURN_TEXT_P(cstring_to_text(oauth_error_of(code, message, grant)));
 }
 
 /*
@@ -669,7 +693,7 @@ run_grant(FunctionCallInfo fcinfo, Jsonb *(*body) (FunctionCallInfo), const char
 				category == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION ||
 				e->sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
 				agentidp_note_refusal(&request.tenant, &request.agent, grant, request.client_id,
-									  oauth_error_of(e, grant), e->message);
+									  oauth_error_of(e->sqlerrcode, e->message, grant), e->message);
 			FreeErrorData(e);
 		}
 		PG_RE_THROW();
